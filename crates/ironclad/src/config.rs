@@ -1,0 +1,112 @@
+//! Journal configuration: durability, queue and batch bounds, limits.
+//!
+//! Every bound has a default and a check in [`JournalConfig::check`], so a bad
+//! configuration fails at `open` with a message rather than misbehaving later.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::OpenError;
+use crate::validate::Limits;
+
+/// What an acknowledgement promises (SPEC §2; README has the full table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge after the commit is fsynced: survives power loss.
+    /// SQLite: WAL with `synchronous=FULL`.
+    #[default]
+    Fsync,
+    /// Acknowledge after the commit reaches the OS: survives a process crash,
+    /// not power loss. SQLite: WAL with `synchronous=NORMAL`.
+    Os,
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "os" => Ok(Durability::Os),
+            other => Err(format!("unknown durability {other:?}: use \"fsync\" or \"os\"")),
+        }
+    }
+}
+
+/// Everything [`crate::Journal::open`] needs.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// The data directory; created if missing. Holds `ironclad.db` and `LOCK`.
+    pub data_dir: PathBuf,
+    /// Acknowledgement durability.
+    pub durability: Durability,
+    /// Input limits.
+    pub limits: Limits,
+    /// Most events waiting in the ingest queue.
+    pub queue_events_max: usize,
+    /// Most bytes waiting in the ingest queue.
+    pub queue_bytes_max: usize,
+    /// Most events in one group commit.
+    pub commit_events_max: usize,
+    /// Most bytes in one group commit.
+    pub commit_bytes_max: usize,
+    /// How long the writer lingers for more work before committing a batch
+    /// that is not yet full. 0 = commit as soon as the queue is empty.
+    pub commit_delay_us_max: u64,
+    /// Most idle reader connections kept open.
+    pub read_connections_max: usize,
+    /// SQLite busy timeout.
+    pub busy_timeout_ms: u64,
+    /// Most stream heads cached by the writer before the cache is reset.
+    pub stream_cache_entries_max: usize,
+}
+
+impl JournalConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        JournalConfig {
+            data_dir: data_dir.into(),
+            durability: Durability::Fsync,
+            limits: Limits::default(),
+            queue_events_max: 65_536,
+            queue_bytes_max: 256 * 1024 * 1024,
+            commit_events_max: 16_384,
+            commit_bytes_max: 32 * 1024 * 1024,
+            commit_delay_us_max: 0,
+            read_connections_max: 8,
+            busy_timeout_ms: 5_000,
+            stream_cache_entries_max: 100_000,
+        }
+    }
+
+    /// Sets durability (builder style).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The SQLite database file inside the data directory.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("ironclad.db")
+    }
+
+    /// Rejects bounds that could never admit an append or would deadlock.
+    pub fn check(&self) -> Result<(), OpenError> {
+        let bad = |what: &str| Err(OpenError::Config(what.to_string()));
+        if self.queue_events_max == 0 || self.commit_events_max == 0 {
+            return bad("queue_events_max and commit_events_max must be at least 1");
+        }
+        if self.limits.events_per_append_max > self.queue_events_max {
+            return bad("limits.events_per_append_max must not exceed queue_events_max, or a full-size append could never be queued");
+        }
+        if self.queue_bytes_max < self.limits.payload_bytes_max + 64 * 1024 {
+            return bad("queue_bytes_max must exceed payload_bytes_max by at least 64 KiB, or a single largest event could never be queued");
+        }
+        if u32::try_from(self.queue_bytes_max).is_err() || u32::try_from(self.queue_events_max).is_err() {
+            return bad("queue_events_max and queue_bytes_max must each be below 4 GiB");
+        }
+        Ok(())
+    }
+}

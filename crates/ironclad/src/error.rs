@@ -1,0 +1,166 @@
+//! One error enum per operation (open, append, read, control, verify).
+//!
+//! Messages say what happened and what to do next. Store-level failures are
+//! wrapped, never stringly flattened, so callers can still match on them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::expected::WrongExpectedVersion;
+use crate::ledger::LedgerMismatch;
+use crate::validate::ValidationError;
+
+/// A failure inside a storage backend.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A file-system operation failed.
+    #[error("i/o on {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A stored row cannot be decoded: the database is damaged or was edited.
+    #[error("corrupt row: {0}; run `ironclad ledger verify` to locate the damage")]
+    Corrupt(String),
+}
+
+/// The schema could not be brought to this binary's version.
+#[derive(Debug, Error)]
+pub enum MigrateError {
+    /// The database was written by a newer Ironclad.
+    #[error("database schema is version {db_version}, newer than this binary's version {binary_version}: upgrade ironclad, or restore a backup made for this version")]
+    DatabaseNewer {
+        /// Version recorded in the database.
+        db_version: u32,
+        /// Highest version this binary knows.
+        binary_version: u32,
+    },
+    /// A migration step failed; nothing of that step was applied.
+    #[error("migration to version {to} failed and was rolled back: {source}")]
+    Step {
+        /// The target version of the failed step.
+        to: u32,
+        /// The underlying error.
+        source: StoreError,
+    },
+    /// The store could not be read to learn its version.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `Journal::open` failed.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data directory or lock file could not be created or opened.
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another engine holds the data directory.
+    #[error("data directory {path} is locked by pid {pid}: stop that process, or use another --data-dir")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// The pid recorded in the lock file (`unknown` if unreadable).
+        pid: String,
+    },
+    /// Migrating the schema failed.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// The store failed while opening.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An append was not (or not newly) written. Every variant means no event of
+/// this append became visible.
+#[derive(Debug, Clone, Error)]
+pub enum AppendError {
+    /// The input broke a rule; fix the input.
+    #[error("invalid append: {0}")]
+    Invalid(#[from] ValidationError),
+    /// The stream is not at the expected version.
+    #[error(transparent)]
+    WrongExpectedVersion(#[from] WrongExpectedVersion),
+    /// An id was already used for different content (or only some ids of the
+    /// append exist).
+    #[error("idempotency conflict on event {id}: {detail}; use a new id for new content")]
+    IdempotencyConflict {
+        /// The conflicting id.
+        id: Uuid,
+        /// What differs.
+        detail: String,
+    },
+    /// `try_append` found the queue full; retry later or use `append`.
+    #[error("ingest queue is full ({what}): retry later, or use append() to wait for room")]
+    Full {
+        /// Which bound was hit: `events` or `bytes`.
+        what: &'static str,
+    },
+    /// The journal is shutting down and takes no new work.
+    #[error("journal is shutting down and accepts no new appends")]
+    ShuttingDown,
+    /// The store failed while committing the batch this append was in. The
+    /// append may be retried with the same ids: idempotency makes it safe.
+    #[error("commit failed, the append was not written: {0}; retry with the same ids")]
+    Store(Arc<StoreError>),
+    /// The writer thread is gone (it panicked or the journal was dropped).
+    #[error("journal writer has stopped: reopen the journal")]
+    WriterGone,
+}
+
+/// A read failed.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    /// The stream name is invalid.
+    #[error("invalid read: {0}")]
+    Invalid(#[from] ValidationError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `flush`, `checkpoint` or `shutdown` failed.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// The journal is already shut down.
+    #[error("journal is shut down")]
+    ShutDown,
+    /// The writer thread is gone.
+    #[error("journal writer has stopped: reopen the journal")]
+    WriterGone,
+    /// The deadline passed before the queue drained.
+    #[error("shutdown deadline passed with work still queued: the writer keeps draining in the background, but acknowledgements after the deadline are not awaited")]
+    DeadlineExceeded,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `verify_ledger` could not complete, or found a mismatch.
+#[derive(Debug, Error)]
+pub enum VerifyError {
+    /// The ledger does not verify.
+    #[error("{0}")]
+    Mismatch(Box<LedgerMismatch>),
+    /// Reading failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stream name is invalid.
+    #[error("invalid stream: {0}")]
+    Invalid(#[from] ValidationError),
+}

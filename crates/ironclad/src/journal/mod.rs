@@ -1,0 +1,330 @@
+//! The journal: the public append API over a store (SPEC §2).
+//!
+//! Producers validate their input on their own task, wait for room in a
+//! queue bounded by events and by bytes, and hand the append to the single
+//! writer thread (see [`writer`]). The acknowledgement arrives only after the
+//! group commit holding the append is durable at the configured level.
+
+mod reader;
+mod writer;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use uuid::Uuid;
+
+use crate::config::JournalConfig;
+use crate::error::{AppendError, ControlError, OpenError};
+use crate::lockfile::DataDirLock;
+use crate::metrics as m;
+use crate::model::{AppendResult, ExpectedVersion, NewEvent};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{PreparedAppend, Store};
+use crate::validate::{validate_append, ValidationError};
+
+pub use reader::{LogReader, VerifyOptions, VerifyReport, READ_LIMIT_MAX};
+use writer::{BatchBounds, Command, Control, QueueGauge, QueuedAppend};
+
+/// A handle to an open journal. Clone it freely: clones share one queue and
+/// one writer. Read methods come from [`LogReader`] via `Deref`.
+pub struct Journal<S: Store = SqliteStore> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Store> Clone for Journal<S> {
+    fn clone(&self) -> Self {
+        Journal {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+struct Shared<S: Store> {
+    reader: LogReader<S>,
+    config: JournalConfig,
+    tx: Sender<Command>,
+    events_sem: Arc<Semaphore>,
+    bytes_sem: Arc<Semaphore>,
+    gauge: Arc<QueueGauge>,
+    closed: AtomicBool,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Resolves when an enqueued append is durable (or was refused).
+///
+/// Cancel-safety: dropping a ticket does **not** withdraw the append; it will
+/// still commit. Re-sending with the same ids after a drop is safe, because
+/// ids are idempotency keys.
+#[must_use = "an append is acknowledged only when its ticket resolves"]
+pub struct AppendTicket {
+    rx: oneshot::Receiver<Result<AppendResult, AppendError>>,
+}
+
+impl Future for AppendTicket {
+    type Output = Result<AppendResult, AppendError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(AppendError::WriterGone)))
+    }
+}
+
+impl Journal<SqliteStore> {
+    /// Opens (creating and migrating if needed) the SQLite journal in
+    /// `config.data_dir`, takes the directory lock, and starts the writer.
+    pub fn open(config: JournalConfig) -> Result<Self, OpenError> {
+        config.check()?;
+        let lock = DataDirLock::acquire(&config.data_dir)?;
+        let store = SqliteStore::open(reader::sqlite_options(&config))?;
+        Journal::with_store(store, config, Some(lock))
+    }
+}
+
+impl<S: Store> Journal<S> {
+    /// Starts a journal over any store. `lock` is held by the writer thread
+    /// and released when it exits (after shutdown, or after the last handle
+    /// is dropped and the queue has drained).
+    pub fn with_store(store: S, config: JournalConfig, lock: Option<DataDirLock>) -> Result<Self, OpenError> {
+        config.check()?;
+        let writer = store.open_writer()?;
+        let (tx, rx) = mpsc::channel();
+        let gauge = Arc::new(QueueGauge::default());
+        let bounds = BatchBounds {
+            events_max: config.commit_events_max,
+            bytes_max: config.commit_bytes_max,
+            delay: Duration::from_micros(config.commit_delay_us_max),
+        };
+        let thread_gauge = Arc::clone(&gauge);
+        let handle = std::thread::Builder::new()
+            .name("ironclad-writer".into())
+            .spawn(move || {
+                writer::run(writer, rx, bounds, thread_gauge);
+                // Released only once the writer has stopped for good, so a
+                // second engine can never overlap with this one's last commit.
+                drop(lock);
+            })
+            .map_err(|e| OpenError::DataDir {
+                path: config.data_dir.clone(),
+                source: e,
+            })?;
+        crate::metrics::describe();
+        metrics::gauge!(m::QUEUE_CAPACITY_EVENTS).set(config.queue_events_max as f64);
+        metrics::gauge!(m::QUEUE_CAPACITY_BYTES).set(config.queue_bytes_max as f64);
+        Ok(Journal {
+            shared: Arc::new(Shared {
+                reader: LogReader::new(Arc::new(store), config.limits.clone()),
+                events_sem: Arc::new(Semaphore::new(config.queue_events_max)),
+                bytes_sem: Arc::new(Semaphore::new(config.queue_bytes_max)),
+                config,
+                tx,
+                gauge,
+                closed: AtomicBool::new(false),
+                writer_thread: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// The configuration this journal runs with.
+    pub fn config(&self) -> &JournalConfig {
+        &self.shared.config
+    }
+
+    /// Appends atomically and waits until the events are durable.
+    ///
+    /// Waits for queue room (backpressure). Cancel-safety: if this future is
+    /// dropped after the append was queued, the append still commits; retry
+    /// with the same ids to learn its outcome (`AlreadyAppended`).
+    pub async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        self.enqueue(stream, expected, events).await?.await
+    }
+
+    /// Waits for queue room, queues the append, and returns a ticket that
+    /// resolves once it is durable. Lets one producer pipeline many appends:
+    /// appends queued by one task commit in the order they were queued.
+    /// Cancel-safe while waiting for room (nothing is queued yet).
+    pub async fn enqueue(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendTicket, AppendError> {
+        let (append, bytes) = self.prepare(stream, expected, events)?;
+        let n = permits(append.events.len());
+        let closed = |_| self.reject("shutting_down", AppendError::ShuttingDown);
+        let e = Arc::clone(&self.shared.events_sem).acquire_many_owned(n).await.map_err(closed)?;
+        let b = Arc::clone(&self.shared.bytes_sem)
+            .acquire_many_owned(permits(bytes))
+            .await
+            .map_err(closed)?;
+        self.send(append, bytes, (e, b))
+    }
+
+    /// Like [`Journal::enqueue`] but never waits: returns
+    /// [`AppendError::Full`] at once when the queue has no room (counted in
+    /// `ironclad_ingest_rejected_total{reason="full"}`).
+    pub fn try_append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendTicket, AppendError> {
+        let (append, bytes) = self.prepare(stream, expected, events)?;
+        let acquire = |sem: &Arc<Semaphore>, n: usize, what: &'static str| {
+            Arc::clone(sem).try_acquire_many_owned(permits(n)).map_err(|e| match e {
+                TryAcquireError::NoPermits => self.reject("full", AppendError::Full { what }),
+                TryAcquireError::Closed => self.reject("shutting_down", AppendError::ShuttingDown),
+            })
+        };
+        let e = acquire(&self.shared.events_sem, append.events.len(), "events")?;
+        let b = acquire(&self.shared.bytes_sem, bytes, "bytes")?;
+        self.send(append, bytes, (e, b))
+    }
+
+    /// Returns once everything queued before the call is durable.
+    pub async fn flush(&self) -> Result<(), ControlError> {
+        self.control(Control::Flush).await
+    }
+
+    /// Commits what is queued, then truncates the SQLite WAL.
+    pub async fn checkpoint(&self) -> Result<(), ControlError> {
+        self.control(Control::Checkpoint).await
+    }
+
+    /// Stops intake, drains the queue, checkpoints, stops the writer and
+    /// releases the data-directory lock. Appends after this fail with
+    /// `ShuttingDown`. If `deadline` passes first, returns
+    /// [`ControlError::DeadlineExceeded`]; the writer still finishes draining
+    /// in the background and the lock is released when it does. Idempotent.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<(), ControlError> {
+        if self.shared.closed.swap(true, Ordering::SeqCst) {
+            return Err(ControlError::ShutDown);
+        }
+        self.shared.events_sem.close();
+        self.shared.bytes_sem.close();
+        let (reply, rx) = oneshot::channel();
+        let sent = self.shared.tx.send(Command::Control(Control::Shutdown(reply)));
+        let result = if sent.is_err() {
+            Err(ControlError::WriterGone)
+        } else {
+            match tokio::time::timeout(deadline, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(ControlError::WriterGone),
+                Err(_) => return Err(ControlError::DeadlineExceeded),
+            }
+        };
+        let handle = self.shared.writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        result
+    }
+
+    /// A read handle that outlives nothing: cheap to clone.
+    pub fn reader(&self) -> LogReader<S> {
+        self.shared.reader.clone()
+    }
+
+    fn reject(&self, reason: &'static str, e: AppendError) -> AppendError {
+        metrics::counter!(m::REJECTED_TOTAL, "reason" => reason).increment(1);
+        e
+    }
+
+    fn prepare(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<(PreparedAppend, usize), AppendError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(self.reject("shutting_down", AppendError::ShuttingDown));
+        }
+        let cfg = &self.shared.config;
+        validate_append(stream, &events, &cfg.limits)
+            .map_err(|e| self.reject("invalid", e.into()))?;
+        let bytes = stream.len() + events.iter().map(NewEvent::queued_bytes).sum::<usize>();
+        if bytes > cfg.queue_bytes_max {
+            let e = ValidationError::AppendTooLarge {
+                bytes,
+                max: cfg.queue_bytes_max,
+            };
+            return Err(self.reject("invalid", e.into()));
+        }
+        let ids = events.iter().map(|e| e.id.unwrap_or_else(Uuid::now_v7)).collect();
+        Ok((
+            PreparedAppend {
+                stream: stream.to_string(),
+                expected,
+                ids,
+                events,
+            },
+            bytes,
+        ))
+    }
+
+    fn send(
+        &self,
+        append: PreparedAppend,
+        bytes: usize,
+        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    ) -> Result<AppendTicket, AppendError> {
+        let (ack, rx) = oneshot::channel();
+        let n = append.events.len();
+        let gauge = &self.shared.gauge;
+        gauge.events.fetch_add(n, Ordering::Relaxed);
+        gauge.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let cmd = Command::Append(QueuedAppend {
+            append,
+            bytes,
+            enqueued: Instant::now(),
+            ack,
+            permits,
+        });
+        if self.shared.tx.send(cmd).is_err() {
+            gauge.events.fetch_sub(n, Ordering::Relaxed);
+            gauge.bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(AppendError::WriterGone);
+        }
+        Ok(AppendTicket { rx })
+    }
+
+    async fn control(
+        &self,
+        make: fn(oneshot::Sender<Result<(), ControlError>>) -> Control,
+    ) -> Result<(), ControlError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(ControlError::ShutDown);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Command::Control(make(reply)))
+            .map_err(|_| ControlError::WriterGone)?;
+        rx.await.unwrap_or(Err(ControlError::WriterGone))
+    }
+}
+
+impl<S: Store> Deref for Journal<S> {
+    type Target = LogReader<S>;
+    fn deref(&self) -> &LogReader<S> {
+        &self.shared.reader
+    }
+}
+
+/// Semaphore permits are u32; `JournalConfig::check` keeps capacities below
+/// that, so saturating here only ever over-asks (and is then refused).
+fn permits(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

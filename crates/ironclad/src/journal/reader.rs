@@ -1,0 +1,199 @@
+//! The read side of a journal: stream and global reads, heads, and ledger
+//! verification. Usable without the writer (and without the data-directory
+//! lock), so operators can read and verify a log that a live engine is
+//! writing: SQLite WAL readers see consistent snapshots.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::JournalConfig;
+use crate::error::{MigrateError, OpenError, ReadError, VerifyError};
+use crate::ledger::{check_against_head, ChainVerifier};
+use crate::model::{LedgerHead, RecordedEvent, StreamHead};
+use crate::store::sqlite::{open_connection, schema_status, SqliteOptions, SqliteStore, SCHEMA_VERSION};
+use crate::store::Store;
+use crate::validate::{validate_stream_name, Limits};
+
+/// Most events one read call returns.
+pub const READ_LIMIT_MAX: usize = 10_000;
+
+/// Events fetched per page while verifying.
+const VERIFY_PAGE_EVENTS: usize = 4_096;
+
+/// What `verify` checks.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Only this stream's chain (the global chain is skipped).
+    pub stream: Option<String>,
+    /// An exported head that must still be present and unchanged.
+    pub against: Option<LedgerHead>,
+}
+
+/// The outcome of a successful verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Events whose hashes were recomputed and matched.
+    pub checked: u64,
+    /// The global head reached (`None` for an empty log or a stream-only check).
+    pub head: Option<LedgerHead>,
+}
+
+/// Cheap-to-clone read handle over a store.
+pub struct LogReader<S: Store> {
+    store: Arc<S>,
+    limits: Limits,
+}
+
+impl<S: Store> Clone for LogReader<S> {
+    fn clone(&self) -> Self {
+        LogReader {
+            store: Arc::clone(&self.store),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+impl LogReader<SqliteStore> {
+    /// Opens a data directory for reading only: no lock, no writer, no
+    /// migration. A database at another schema version is refused (run
+    /// `ironclad migrate` with the writer stopped).
+    pub fn open_sqlite(config: &JournalConfig) -> Result<Self, OpenError> {
+        let opts = sqlite_options(config);
+        if !opts.path.exists() {
+            return Err(OpenError::DataDir {
+                path: opts.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no database here yet: append something first, or check --data-dir",
+                ),
+            });
+        }
+        let conn = open_connection(&opts, true)?;
+        let status = schema_status(&conn)?;
+        if status.db_version > SCHEMA_VERSION {
+            return Err(MigrateError::DatabaseNewer {
+                db_version: status.db_version,
+                binary_version: SCHEMA_VERSION,
+            }
+            .into());
+        }
+        if status.db_version < SCHEMA_VERSION {
+            return Err(OpenError::Config(format!(
+                "database schema is version {}, this binary reads version {}: run `ironclad migrate` first",
+                status.db_version, SCHEMA_VERSION
+            )));
+        }
+        drop(conn);
+        Ok(LogReader::new(Arc::new(SqliteStore::unmigrated(opts)), config.limits.clone()))
+    }
+}
+
+pub(crate) fn sqlite_options(config: &JournalConfig) -> SqliteOptions {
+    SqliteOptions {
+        path: config.db_path(),
+        durability: config.durability,
+        busy_timeout_ms: config.busy_timeout_ms,
+        read_connections_max: config.read_connections_max,
+        stream_cache_entries_max: config.stream_cache_entries_max,
+    }
+}
+
+impl<S: Store> LogReader<S> {
+    /// Wraps a store.
+    pub fn new(store: Arc<S>, limits: Limits) -> Self {
+        LogReader { store, limits }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// Up to `limit` (≤ [`READ_LIMIT_MAX`]) events of `stream` from
+    /// `from_version` on. Blocking: call from `spawn_blocking` in async code.
+    pub fn read(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        validate_stream_name(stream, &self.limits)?;
+        Ok(self
+            .store
+            .read_stream(stream, from_version.max(1), limit.min(READ_LIMIT_MAX))?)
+    }
+
+    /// Up to `limit` (≤ [`READ_LIMIT_MAX`]) events from `from_position` on,
+    /// in position order. Blocking.
+    pub fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        Ok(self
+            .store
+            .read_all(from_position.max(1), limit.min(READ_LIMIT_MAX))?)
+    }
+
+    /// The stream's head, or `None` if it has no events. Blocking.
+    pub fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, ReadError> {
+        validate_stream_name(stream, &self.limits)?;
+        Ok(self.store.stream_head(stream)?)
+    }
+
+    /// Stream heads sorted by name, after `after` (use `""` to start). Blocking.
+    pub fn list_streams(&self, after: &str, limit: usize) -> Result<Vec<StreamHead>, ReadError> {
+        Ok(self.store.list_streams(after, limit.min(READ_LIMIT_MAX))?)
+    }
+
+    /// The global ledger head. Blocking.
+    pub fn ledger_head(&self) -> Result<Option<LedgerHead>, ReadError> {
+        Ok(self.store.ledger_head()?)
+    }
+
+    /// Recomputes every hash and checks every link; returns the first
+    /// mismatch as [`VerifyError::Mismatch`]. `progress` is called with the
+    /// running count after each page. Blocking; O(streams) memory.
+    pub fn verify(
+        &self,
+        opts: &VerifyOptions,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyReport, VerifyError> {
+        let mismatch = |m| VerifyError::Mismatch(Box::new(m));
+        let (mut verifier, report_head) = match &opts.stream {
+            Some(s) => {
+                validate_stream_name(s, &self.limits)?;
+                (ChainVerifier::stream_only(), false)
+            }
+            None => (ChainVerifier::new(), true),
+        };
+        let mut next = 1u64;
+        loop {
+            let page = match &opts.stream {
+                Some(s) => self.store.read_stream(s, next, VERIFY_PAGE_EVENTS)?,
+                None => self.store.read_all(next, VERIFY_PAGE_EVENTS)?,
+            };
+            let Some(last) = page.last() else { break };
+            next = match &opts.stream {
+                Some(_) => last.version + 1,
+                None => last.position + 1,
+            };
+            for ev in &page {
+                verifier.check(ev).map_err(mismatch)?;
+            }
+            progress(verifier.checked());
+            if page.len() < VERIFY_PAGE_EVENTS {
+                break;
+            }
+        }
+        if let Some(head) = &opts.against {
+            let found = self.store.event_at(head.position)?;
+            check_against_head(head, found.as_ref()).map_err(mismatch)?;
+        }
+        Ok(VerifyReport {
+            checked: verifier.checked(),
+            head: if report_head { verifier.head() } else { None },
+        })
+    }
+}
+
+impl From<ReadError> for VerifyError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Invalid(v) => VerifyError::Invalid(v),
+            ReadError::Store(s) => VerifyError::Store(s),
+        }
+    }
+}

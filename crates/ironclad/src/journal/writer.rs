@@ -1,0 +1,220 @@
+//! The writer thread: drains the ingest queue into group commits.
+//!
+//! One thread owns the store's writer. It blocks for the first command, then
+//! takes whatever else is waiting (up to the event and byte bounds, lingering
+//! up to `commit_delay_us_max` if configured), commits it as one transaction,
+//! and answers every append with its own outcome. Control commands (flush,
+//! checkpoint, shutdown) end a batch and are answered after it commits, which
+//! is what makes `flush` a barrier.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use crate::error::{AppendError, ControlError, StoreError};
+use crate::metrics as m;
+use crate::model::{AppendResult, AppendStatus};
+use crate::store::{AppendRejection, PreparedAppend, StoreWriter};
+
+/// An append waiting in the queue. Its permits return queue capacity when it
+/// is dropped, i.e. after its acknowledgement is sent.
+pub(crate) struct QueuedAppend {
+    pub append: PreparedAppend,
+    pub bytes: usize,
+    pub enqueued: Instant,
+    pub ack: oneshot::Sender<Result<AppendResult, AppendError>>,
+    pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// What the writer thread receives.
+pub(crate) enum Command {
+    Append(QueuedAppend),
+    Control(Control),
+}
+
+/// A barrier command: answered after every append queued before it commits.
+pub(crate) enum Control {
+    Flush(oneshot::Sender<Result<(), ControlError>>),
+    Checkpoint(oneshot::Sender<Result<(), ControlError>>),
+    Shutdown(oneshot::Sender<Result<(), ControlError>>),
+}
+
+/// Bounds on one group commit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchBounds {
+    pub events_max: usize,
+    pub bytes_max: usize,
+    pub delay: Duration,
+}
+
+/// Shared counters the handle reads for gauges.
+#[derive(Debug, Default)]
+pub(crate) struct QueueGauge {
+    pub events: AtomicUsize,
+    pub bytes: AtomicUsize,
+}
+
+/// Runs until shutdown or until every sender is dropped.
+pub(crate) fn run<W: StoreWriter>(
+    mut writer: W,
+    rx: Receiver<Command>,
+    bounds: BatchBounds,
+    gauge: Arc<QueueGauge>,
+) {
+    let mut last_created_us = 0i64;
+    loop {
+        let Ok(first) = rx.recv() else {
+            return; // all handles dropped: everything sent was committed
+        };
+        let (appends, control) = collect_batch(first, &rx, bounds);
+        commit(&mut writer, appends, &mut last_created_us, &gauge);
+        match control {
+            None => {}
+            Some(Control::Flush(reply)) => {
+                let _ = reply.send(Ok(()));
+            }
+            Some(Control::Checkpoint(reply)) => {
+                let _ = reply.send(writer.checkpoint().map_err(ControlError::from));
+            }
+            Some(Control::Shutdown(reply)) => {
+                // Intake is closed, but appends that passed the gate just
+                // before it closed may still be queued: commit them too.
+                loop {
+                    let mut rest = Vec::new();
+                    while let Ok(cmd) = rx.try_recv() {
+                        match cmd {
+                            Command::Append(a) => rest.push(a),
+                            Command::Control(
+                                Control::Flush(r) | Control::Checkpoint(r) | Control::Shutdown(r),
+                            ) => {
+                                let _ = r.send(Err(ControlError::ShutDown));
+                            }
+                        }
+                    }
+                    if rest.is_empty() {
+                        break;
+                    }
+                    commit(&mut writer, rest, &mut last_created_us, &gauge);
+                }
+                let _ = reply.send(writer.checkpoint().map_err(ControlError::from));
+                return;
+            }
+        }
+    }
+}
+
+fn collect_batch(
+    first: Command,
+    rx: &Receiver<Command>,
+    bounds: BatchBounds,
+) -> (Vec<QueuedAppend>, Option<Control>) {
+    let mut appends = Vec::new();
+    let (mut events, mut bytes) = (0usize, 0usize);
+    let mut next = Some(first);
+    let deadline = Instant::now() + bounds.delay;
+    loop {
+        match next.take() {
+            Some(Command::Append(a)) => {
+                events += a.append.events.len();
+                bytes += a.bytes;
+                appends.push(a);
+            }
+            Some(Command::Control(control)) => return (appends, Some(control)),
+            None => {}
+        }
+        if events >= bounds.events_max || bytes >= bounds.bytes_max {
+            return (appends, None);
+        }
+        next = match rx.try_recv() {
+            Ok(cmd) => Some(cmd),
+            Err(TryRecvError::Disconnected) => return (appends, None),
+            Err(TryRecvError::Empty) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return (appends, None);
+                }
+                match rx.recv_timeout(deadline - now) {
+                    Ok(cmd) => Some(cmd),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                        return (appends, None)
+                    }
+                }
+            }
+        };
+    }
+}
+
+fn commit<W: StoreWriter>(
+    writer: &mut W,
+    queued: Vec<QueuedAppend>,
+    last_created_us: &mut i64,
+    gauge: &QueueGauge,
+) {
+    if queued.is_empty() {
+        return;
+    }
+    // created_at never goes backwards along positions, even if the wall clock does.
+    let created_at_us = crate::clock::now_us().max(*last_created_us);
+    *last_created_us = created_at_us;
+    let mut batch = Vec::with_capacity(queued.len());
+    let mut waiters = Vec::with_capacity(queued.len());
+    let (mut events, mut bytes) = (0usize, 0usize);
+    for q in queued {
+        events += q.append.events.len();
+        bytes += q.bytes;
+        batch.push(q.append);
+        waiters.push((q.ack, q.enqueued, q.permits));
+    }
+    let started = Instant::now();
+    let result = writer.commit(&batch, created_at_us);
+    let done = Instant::now();
+    metrics::histogram!(m::COMMIT_LATENCY_SECONDS).record((done - started).as_secs_f64());
+    metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(events as f64);
+    let ack_latency = metrics::histogram!(m::ACK_LATENCY_SECONDS);
+    match result {
+        Ok(outcomes) => {
+            assert_eq!(outcomes.len(), waiters.len(), "one outcome per append");
+            let mut appended = 0u64;
+            for (outcome, (ack, enqueued, _permits)) in outcomes.into_iter().zip(waiters) {
+                let reply = match outcome {
+                    Ok(r) => {
+                        if r.status == AppendStatus::Appended {
+                            appended += r.events.len() as u64;
+                        }
+                        Ok(r)
+                    }
+                    Err(AppendRejection::WrongExpectedVersion(w)) => {
+                        metrics::counter!(m::REJECTED_TOTAL, "reason" => "wrong_expected_version")
+                            .increment(1);
+                        Err(AppendError::WrongExpectedVersion(w))
+                    }
+                    Err(AppendRejection::IdempotencyConflict { id, detail }) => {
+                        metrics::counter!(m::REJECTED_TOTAL, "reason" => "idempotency_conflict")
+                            .increment(1);
+                        Err(AppendError::IdempotencyConflict { id, detail })
+                    }
+                };
+                ack_latency.record((done - enqueued).as_secs_f64());
+                let _ = ack.send(reply);
+            }
+            metrics::counter!(m::APPENDED_EVENTS_TOTAL).increment(appended);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, appends = waiters.len(), "group commit failed; appends not written");
+            let shared: Arc<StoreError> = Arc::new(e);
+            metrics::counter!(m::REJECTED_TOTAL, "reason" => "store_error")
+                .increment(waiters.len() as u64);
+            for (ack, _, _permits) in waiters {
+                let _ = ack.send(Err(AppendError::Store(Arc::clone(&shared))));
+            }
+        }
+    }
+    // Permits were dropped with the waiters above: capacity is back.
+    gauge.events.fetch_sub(events, Ordering::Relaxed);
+    gauge.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    metrics::gauge!(m::QUEUE_DEPTH_EVENTS).set(gauge.events.load(Ordering::Relaxed) as f64);
+    metrics::gauge!(m::QUEUE_DEPTH_BYTES).set(gauge.bytes.load(Ordering::Relaxed) as f64);
+}

@@ -1,0 +1,211 @@
+//! Ledger verification (SPEC §3): a pure, streaming checker of the stream and
+//! global hash chains. Feed it events in position order; it reports the first
+//! mismatch. Reading the events is the caller's job.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::hash::{event_hash, global_hash, EventFields};
+use crate::model::{Hash, LedgerHead, RecordedEvent, ZERO_HASH};
+
+/// Which link of the ledger failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchKind {
+    /// The stored event hash does not match its recomputed contents.
+    EventHash,
+    /// The stored `prev_hash` does not match the previous event's hash.
+    PrevHash,
+    /// The stored global hash does not match the recomputed global chain.
+    GlobalHash,
+    /// Stream versions are not 1, 2, 3, … (a gap or a repeat).
+    VersionGap,
+    /// Positions do not strictly increase.
+    PositionOrder,
+    /// The row names a hash version this build cannot compute.
+    UnknownHashVersion,
+    /// `--against`: the exported head position no longer exists (truncated).
+    HeadMissing,
+    /// `--against`: the event at the exported head has a different hash (rewritten).
+    HeadMismatch,
+}
+
+/// The first place where the ledger does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerMismatch {
+    /// What failed.
+    pub kind: MismatchKind,
+    /// Stream of the offending event (empty for `HeadMissing`).
+    pub stream: String,
+    /// Its version (0 for `HeadMissing`).
+    pub version: u64,
+    /// Its position.
+    pub position: u64,
+    /// The hash (or number, hex-encoded) that should be there.
+    pub expected: String,
+    /// The hash (or number) found.
+    pub actual: String,
+}
+
+impl fmt::Display for LedgerMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ledger mismatch ({:?}) at stream {:?} version {} position {}: expected {}, found {}",
+            self.kind, self.stream, self.version, self.position, self.expected, self.actual
+        )
+    }
+}
+
+/// Streaming verifier. Holds the last hash of every stream it has seen, so
+/// memory is O(streams).
+#[derive(Debug, Default)]
+pub struct ChainVerifier {
+    streams: HashMap<String, (u64, Hash)>,
+    global: Option<(u64, Hash)>,
+    check_global: bool,
+    checked: u64,
+    scratch: Vec<u8>,
+}
+
+impl ChainVerifier {
+    /// A verifier of both the stream chains and the global chain. Events must
+    /// be fed in position order starting at the first position.
+    pub fn new() -> Self {
+        ChainVerifier {
+            check_global: true,
+            ..Default::default()
+        }
+    }
+
+    /// A verifier of one stream's chain only, fed in version order.
+    pub fn stream_only() -> Self {
+        ChainVerifier::default()
+    }
+
+    /// How many events have verified so far.
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// The global head after everything verified so far.
+    pub fn head(&self) -> Option<LedgerHead> {
+        self.global
+            .map(|(position, hash)| LedgerHead { position, hash })
+    }
+
+    /// Verifies the next event.
+    pub fn check(&mut self, ev: &RecordedEvent) -> Result<(), LedgerMismatch> {
+        let mismatch = |kind, expected: String, actual: String| LedgerMismatch {
+            kind,
+            stream: ev.stream.clone(),
+            version: ev.version,
+            position: ev.position,
+            expected,
+            actual,
+        };
+        let (last_version, last_hash) = self
+            .streams
+            .get(&ev.stream)
+            .copied()
+            .unwrap_or((0, ZERO_HASH));
+        if ev.version != last_version + 1 {
+            return Err(mismatch(
+                MismatchKind::VersionGap,
+                (last_version + 1).to_string(),
+                ev.version.to_string(),
+            ));
+        }
+        if ev.prev_hash != last_hash {
+            return Err(mismatch(
+                MismatchKind::PrevHash,
+                hex::encode(last_hash),
+                hex::encode(ev.prev_hash),
+            ));
+        }
+        let fields = EventFields {
+            id: &ev.id,
+            stream: &ev.stream,
+            version: ev.version,
+            position: ev.position,
+            created_at_us: ev.created_at_us,
+            event_type: &ev.event_type,
+            op: ev.op,
+            entity: ev.entity.as_deref(),
+            payload: &ev.payload,
+            metadata: &ev.metadata,
+        };
+        let recomputed = match event_hash(ev.hash_version, &ev.prev_hash, &fields, &mut self.scratch)
+        {
+            Ok(h) => h,
+            Err(e) => {
+                return Err(mismatch(
+                    MismatchKind::UnknownHashVersion,
+                    crate::hash::HASH_VERSION.to_string(),
+                    e.found.to_string(),
+                ))
+            }
+        };
+        if recomputed != ev.hash {
+            return Err(mismatch(
+                MismatchKind::EventHash,
+                hex::encode(recomputed),
+                hex::encode(ev.hash),
+            ));
+        }
+        if self.check_global {
+            let (last_pos, last_global) = self.global.unwrap_or((0, ZERO_HASH));
+            if ev.position <= last_pos {
+                return Err(mismatch(
+                    MismatchKind::PositionOrder,
+                    format!("> {last_pos}"),
+                    ev.position.to_string(),
+                ));
+            }
+            // hash_version was accepted above, so this cannot fail.
+            let g = global_hash(ev.hash_version, &last_global, ev.position, &ev.hash)
+                .unwrap_or(ZERO_HASH);
+            if g != ev.global_hash {
+                return Err(mismatch(
+                    MismatchKind::GlobalHash,
+                    hex::encode(g),
+                    hex::encode(ev.global_hash),
+                ));
+            }
+            self.global = Some((ev.position, g));
+        }
+        self.streams
+            .insert(ev.stream.clone(), (ev.version, ev.hash));
+        self.checked += 1;
+        Ok(())
+    }
+}
+
+/// Checks the event found at an exported head's position against that head.
+/// `found` is the event at `head.position`, if any.
+pub fn check_against_head(
+    head: &LedgerHead,
+    found: Option<&RecordedEvent>,
+) -> Result<(), LedgerMismatch> {
+    match found {
+        None => Err(LedgerMismatch {
+            kind: MismatchKind::HeadMissing,
+            stream: String::new(),
+            version: 0,
+            position: head.position,
+            expected: hex::encode(head.hash),
+            actual: "no event at this position (log truncated)".to_string(),
+        }),
+        Some(ev) if ev.global_hash != head.hash => Err(LedgerMismatch {
+            kind: MismatchKind::HeadMismatch,
+            stream: ev.stream.clone(),
+            version: ev.version,
+            position: ev.position,
+            expected: hex::encode(head.hash),
+            actual: hex::encode(ev.global_hash),
+        }),
+        Some(_) => Ok(()),
+    }
+}

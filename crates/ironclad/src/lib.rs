@@ -1,0 +1,42 @@
+//! Ironclad: a durable event log with group commit, idempotent appends,
+//! expected-version checks and a tamper-evident ledger.
+//!
+//! Start at [`Journal::open`]. The contract is `SPEC.md`; how the pieces fit
+//! is in `ARCHITECTURE.md`; the on-disk format is in `docs/design.md`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use ironclad::{ExpectedVersion, Journal, JournalConfig, NewEvent};
+//! let journal = Journal::open(JournalConfig::new("./ironclad-data"))?;
+//! let ack = journal
+//!     .append("orders-1", ExpectedVersion::NoStream, vec![NewEvent::new("order.placed", r#"{"total":42}"#)])
+//!     .await?;
+//! println!("durable at position {}", ack.events[0].position);
+//! journal.shutdown(std::time::Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod expected;
+pub mod hash;
+pub mod journal;
+pub mod ledger;
+pub mod lockfile;
+pub mod metrics;
+pub mod model;
+pub mod store;
+pub mod validate;
+
+pub use config::{Durability, JournalConfig};
+pub use error::{AppendError, ControlError, MigrateError, OpenError, ReadError, StoreError, VerifyError};
+pub use expected::WrongExpectedVersion;
+pub use journal::{AppendTicket, Journal, LogReader, VerifyOptions, VerifyReport};
+pub use ledger::{LedgerMismatch, MismatchKind};
+pub use model::{
+    AppendResult, AppendStatus, EventAck, ExpectedVersion, LedgerHead, NewEvent, Op, RecordedEvent,
+    StreamHead,
+};
+pub use validate::{Limits, ValidationError};

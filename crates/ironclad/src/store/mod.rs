@@ -1,0 +1,94 @@
+//! The storage seam. A [`Store`] reads; its single [`StoreWriter`] commits
+//! group-committed batches. The journal owns the queue and the writer thread
+//! and never sees SQL; a store never sees the queue.
+//!
+//! `ARCHITECTURE.md` maps each operation onto PostgreSQL.
+
+pub mod sqlite;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::expected::WrongExpectedVersion;
+use crate::model::{AppendResult, ExpectedVersion, LedgerHead, NewEvent, RecordedEvent, StreamHead};
+
+/// One validated append, with every event id resolved.
+#[derive(Debug, Clone)]
+pub struct PreparedAppend {
+    /// Target stream (already validated).
+    pub stream: String,
+    /// The precondition, checked inside the write transaction.
+    pub expected: ExpectedVersion,
+    /// `ids[i]` is the id of `events[i]`: given by the client or generated.
+    pub ids: Vec<Uuid>,
+    /// The events (their own `id` field is ignored in favour of `ids`).
+    pub events: Vec<NewEvent>,
+}
+
+/// Why the store refused one append of a batch. The rest of the batch is
+/// unaffected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum AppendRejection {
+    /// The expected-version precondition failed.
+    WrongExpectedVersion(WrongExpectedVersion),
+    /// An id exists with different content, or only some ids exist.
+    IdempotencyConflict {
+        /// The first offending id.
+        id: Uuid,
+        /// What differs.
+        detail: String,
+    },
+}
+
+/// Per-append result of a batch commit.
+pub type AppendOutcome = Result<AppendResult, AppendRejection>;
+
+/// Read side of a backend. Implementations are shared across threads; every
+/// method is blocking and independent of the writer (no method waits for a
+/// commit in progress).
+pub trait Store: Send + Sync + 'static {
+    /// The backend's writer type.
+    type Writer: StoreWriter;
+
+    /// Opens the one writer. Called once per journal.
+    fn open_writer(&self) -> Result<Self::Writer, StoreError>;
+
+    /// Up to `limit` events of `stream` with version ≥ `from_version`, in order.
+    fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events with position ≥ `from_position`, in position order.
+    fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The stream's head, or `None` if it has no events.
+    fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError>;
+
+    /// Up to `limit` stream heads with names after `after`, sorted by name.
+    fn list_streams(&self, after: &str, limit: usize) -> Result<Vec<StreamHead>, StoreError>;
+
+    /// The global ledger head, or `None` for an empty store.
+    fn ledger_head(&self) -> Result<Option<LedgerHead>, StoreError>;
+
+    /// The event at exactly `position`, if any.
+    fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError>;
+}
+
+/// Write side: owned by exactly one thread.
+pub trait StoreWriter: Send + 'static {
+    /// Commits `batch` in one durable transaction and returns one outcome per
+    /// append, in order. A rejected append leaves no trace; the others commit.
+    /// `Err` means nothing of the batch was committed.
+    fn commit(
+        &mut self,
+        batch: &[PreparedAppend],
+        created_at_us: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError>;
+
+    /// Truncates the write-ahead log (SQLite: `wal_checkpoint(TRUNCATE)`).
+    fn checkpoint(&mut self) -> Result<(), StoreError>;
+}

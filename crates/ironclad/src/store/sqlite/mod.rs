@@ -1,0 +1,201 @@
+//! The embedded SQLite backend: WAL mode, one writer connection, a small pool
+//! of read-only connections (SPEC §8). Schema and pragmas: `docs/design.md`.
+
+mod migrate;
+mod rows;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::config::Durability;
+use crate::error::{MigrateError, StoreError};
+use crate::model::{LedgerHead, RecordedEvent, StreamHead};
+use crate::store::Store;
+
+pub use migrate::{migrate, schema_status, MigrationStatus, SCHEMA_VERSION};
+pub use writer::SqliteWriter;
+
+/// Settings the SQLite backend needs from the journal configuration.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Database file.
+    pub path: PathBuf,
+    /// Maps to `synchronous=FULL` (fsync) or `NORMAL` (os).
+    pub durability: Durability,
+    /// `busy_timeout`.
+    pub busy_timeout_ms: u64,
+    /// Most idle reader connections kept.
+    pub read_connections_max: usize,
+    /// Most stream heads the writer caches.
+    pub stream_cache_entries_max: usize,
+}
+
+/// The SQLite store. Reads borrow a pooled read-only connection; they never
+/// take the write lock, so they never wait on a commit (WAL snapshot reads).
+pub struct SqliteStore {
+    opts: SqliteOptions,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Opens a connection with the pragmas Ironclad relies on.
+pub(crate) fn open_connection(opts: &SqliteOptions, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(&opts.path, flags)?;
+    conn.busy_timeout(Duration::from_millis(opts.busy_timeout_ms))?;
+    if !read_only {
+        // WAL: readers never block the writer and vice versa.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!(
+                "could not enable WAL mode (got {mode:?}); is the file on a network file system?"
+            )));
+        }
+        let sync = match opts.durability {
+            Durability::Fsync => "FULL",
+            Durability::Os => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous={sync};
+             PRAGMA wal_autocheckpoint=4096;
+             PRAGMA journal_size_limit=67108864;
+             PRAGMA cache_size=-65536;
+             PRAGMA temp_store=MEMORY;"
+        ))?;
+    } else {
+        conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-16384;")?;
+    }
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `opts.path`.
+    pub fn open(opts: SqliteOptions) -> Result<Self, MigrateError> {
+        let mut conn = open_connection(&opts, false)?;
+        migrate(&mut conn)?;
+        drop(conn);
+        Ok(SqliteStore {
+            opts,
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Wraps an already-migrated database without touching its schema (the
+    /// caller has checked the version).
+    pub(crate) fn unmigrated(opts: SqliteOptions) -> Self {
+        SqliteStore {
+            opts,
+            readers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.opts.path
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().map(|mut v| v.pop()).unwrap_or(None);
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_connection(&self.opts, true)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < self.opts.read_connections_max {
+                pool.push(conn);
+            }
+        }
+        out
+    }
+}
+
+impl Store for SqliteStore {
+    type Writer = SqliteWriter;
+
+    fn open_writer(&self) -> Result<SqliteWriter, StoreError> {
+        let conn = open_connection(&self.opts, false)?;
+        SqliteWriter::new(conn, self.opts.stream_cache_entries_max)
+    }
+
+    fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.with_reader(|c| {
+            let sql = format!(
+                "{} WHERE s.name = ?1 AND e.version >= ?2 ORDER BY e.version LIMIT ?3",
+                rows::SELECT_EVENTS
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                rusqlite::params![stream, rows::to_i64(from_version), rows::limit(limit)],
+                rows::event_from_row,
+            )?;
+            rows::collect(rows)
+        })
+    }
+
+    fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.with_reader(|c| {
+            let sql = format!(
+                "{} WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2",
+                rows::SELECT_EVENTS
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                rusqlite::params![rows::to_i64(from_position), rows::limit(limit)],
+                rows::event_from_row,
+            )?;
+            rows::collect(rows)
+        })
+    }
+
+    fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT name, version, head_hash FROM streams WHERE name = ?1 AND version > 0",
+            )?;
+            let head = stmt.query_row([stream], rows::head_from_row).optional()?;
+            head.transpose()
+        })
+    }
+
+    fn list_streams(&self, after: &str, limit: usize) -> Result<Vec<StreamHead>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT name, version, head_hash FROM streams
+                 WHERE name > ?1 AND version > 0 ORDER BY name LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![after, rows::limit(limit)], rows::head_from_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r??);
+            }
+            Ok(out)
+        })
+    }
+
+    fn ledger_head(&self) -> Result<Option<LedgerHead>, StoreError> {
+        self.with_reader(rows::ledger_head)
+    }
+
+    fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
+        let mut v = self.read_all(position, 1)?;
+        Ok(v.pop().filter(|e| e.position == position))
+    }
+}

@@ -1,0 +1,360 @@
+//! The SQLite writer: commits a group of appends in one transaction.
+//!
+//! Happy path per event: one expected-version check against a cached stream
+//! head, two SHA-256s, one INSERT. Idempotency is enforced by the UNIQUE index
+//! on `events.id`: an INSERT that hits it rolls the transaction back, marks
+//! that append for the slow path (look the ids up, decide `AlreadyAppended` or
+//! `IdempotencyConflict`), and redoes the batch. Each redo marks one more
+//! append, so a batch of n appends commits in at most n + 1 attempts.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
+
+use crate::error::StoreError;
+use crate::expected::check_expected;
+use crate::hash::{event_hash, global_hash, EventFields, HASH_VERSION};
+use crate::model::{AppendResult, AppendStatus, EventAck, Hash, Op, ZERO_HASH};
+use crate::store::{AppendOutcome, AppendRejection, PreparedAppend, StoreWriter};
+
+use super::rows::{self, metadata_text, to_i64};
+
+#[derive(Debug, Clone, Copy)]
+struct StreamState {
+    stream_id: i64,
+    version: u64,
+    hash: Hash,
+}
+
+/// The one write connection plus the committed heads it caches.
+pub struct SqliteWriter {
+    conn: Connection,
+    /// Committed stream heads. Only updated after COMMIT succeeds.
+    cache: HashMap<String, StreamState>,
+    cache_entries_max: usize,
+    /// Committed global head (position, global hash).
+    global: (u64, Hash),
+    scratch: Vec<u8>,
+}
+
+enum Attempt {
+    Done(Vec<AppendOutcome>),
+    Redo,
+}
+
+const INSERT_EVENT: &str = "INSERT INTO events (position, id, stream_id, version, type, op, \
+     entity, payload, metadata, created_at, hash_version, prev_hash, hash, global_hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+fn is_id_collision(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, Some(msg)) => {
+            f.code == ErrorCode::ConstraintViolation && msg.contains("events.id")
+        }
+        _ => false,
+    }
+}
+
+impl SqliteWriter {
+    pub(crate) fn new(conn: Connection, cache_entries_max: usize) -> Result<Self, StoreError> {
+        let mut w = SqliteWriter {
+            conn,
+            cache: HashMap::new(),
+            cache_entries_max: cache_entries_max.max(1),
+            global: (0, ZERO_HASH),
+            scratch: Vec::with_capacity(4096),
+        };
+        w.reload()?;
+        Ok(w)
+    }
+
+    /// Forgets cached heads and re-reads the global head: after any failed
+    /// transaction the cache may be ahead of the database.
+    fn reload(&mut self) -> Result<(), StoreError> {
+        self.cache.clear();
+        self.global = match rows::ledger_head(&self.conn)? {
+            Some(h) => (h.position, h.hash),
+            None => (0, ZERO_HASH),
+        };
+        Ok(())
+    }
+
+    fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rollback failed");
+            }
+        }
+    }
+
+    fn attempt(
+        &mut self,
+        batch: &[PreparedAppend],
+        created_at_us: i64,
+        slow: &mut [bool],
+    ) -> Result<Attempt, StoreError> {
+        let conn = &self.conn;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut touched: HashMap<&str, StreamState> = HashMap::new();
+        let mut global = self.global;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut insert = conn.prepare_cached(INSERT_EVENT)?;
+        for (i, cmd) in batch.iter().enumerate() {
+            debug_assert_eq!(cmd.ids.len(), cmd.events.len());
+            if slow[i] {
+                if let Some(outcome) = existing_outcome(conn, cmd)? {
+                    outcomes.push(outcome);
+                    continue;
+                }
+            }
+            let known = match touched.get(cmd.stream.as_str()) {
+                Some(s) => Some(*s),
+                None => match self.cache.get(&cmd.stream) {
+                    Some(s) => Some(*s),
+                    None => load_stream(conn, &cmd.stream)?,
+                },
+            };
+            let actual = known.map_or(0, |s| s.version);
+            if let Err(w) = check_expected(cmd.expected, actual) {
+                outcomes.push(Err(AppendRejection::WrongExpectedVersion(w)));
+                continue;
+            }
+            let mut state = match known {
+                Some(s) => s,
+                None => create_stream(conn, &cmd.stream)?,
+            };
+            let mut acks = Vec::with_capacity(cmd.events.len());
+            for (id, ev) in cmd.ids.iter().zip(&cmd.events) {
+                let version = state.version + 1;
+                let position = global.0 + 1;
+                let fields = EventFields {
+                    id,
+                    stream: &cmd.stream,
+                    version,
+                    position,
+                    created_at_us,
+                    event_type: &ev.event_type,
+                    op: ev.op,
+                    entity: ev.entity.as_deref(),
+                    payload: &ev.payload,
+                    metadata: &ev.metadata,
+                };
+                let h = event_hash(HASH_VERSION, &state.hash, &fields, &mut self.scratch)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let g = global_hash(HASH_VERSION, &global.1, position, &h)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let res = insert.execute(rusqlite::params![
+                    to_i64(position),
+                    id.as_bytes().as_slice(),
+                    state.stream_id,
+                    to_i64(version),
+                    ev.event_type,
+                    ev.op.code(),
+                    ev.entity,
+                    ev.payload,
+                    metadata_text(&ev.metadata),
+                    created_at_us,
+                    HASH_VERSION,
+                    state.hash.as_slice(),
+                    h.as_slice(),
+                    g.as_slice(),
+                ]);
+                match res {
+                    Ok(_) => {}
+                    Err(e) if is_id_collision(&e) && !slow[i] => {
+                        drop(insert);
+                        self.rollback();
+                        slow[i] = true;
+                        return Ok(Attempt::Redo);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                assert!(position > global.0 && version > state.version);
+                state = StreamState {
+                    stream_id: state.stream_id,
+                    version,
+                    hash: h,
+                };
+                global = (position, g);
+                acks.push(EventAck {
+                    id: *id,
+                    version,
+                    position,
+                });
+            }
+            touched.insert(cmd.stream.as_str(), state);
+            outcomes.push(Ok(AppendResult {
+                status: AppendStatus::Appended,
+                events: acks,
+            }));
+        }
+        drop(insert);
+        let mut head = conn.prepare_cached(
+            "UPDATE streams SET version = ?2, head_hash = ?3 WHERE stream_id = ?1",
+        )?;
+        for s in touched.values() {
+            head.execute(rusqlite::params![s.stream_id, to_i64(s.version), s.hash.as_slice()])?;
+        }
+        drop(head);
+        conn.execute_batch("COMMIT")?;
+        // Committed: now, and only now, the cache may move forward.
+        if self.cache.len() + touched.len() > self.cache_entries_max {
+            self.cache.clear();
+        }
+        for (name, s) in touched {
+            self.cache.insert(name.to_string(), s);
+        }
+        self.global = global;
+        Ok(Attempt::Done(outcomes))
+    }
+}
+
+fn load_stream(conn: &Connection, name: &str) -> Result<Option<StreamState>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT stream_id, version, head_hash FROM streams WHERE name = ?1")?;
+    let row: Option<(i64, i64, Vec<u8>)> = stmt
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some((stream_id, version, hash)) => Ok(Some(StreamState {
+            stream_id,
+            version: u64::try_from(version)
+                .map_err(|_| StoreError::Corrupt(format!("stream {name:?} has version {version}")))?,
+            hash: rows::hash_from(&hash, "head_hash")?,
+        })),
+    }
+}
+
+fn create_stream(conn: &Connection, name: &str) -> Result<StreamState, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("INSERT INTO streams (name, version, head_hash) VALUES (?1, 0, ?2)")?;
+    stmt.execute(rusqlite::params![name, ZERO_HASH.as_slice()])?;
+    Ok(StreamState {
+        stream_id: conn.last_insert_rowid(),
+        version: 0,
+        hash: ZERO_HASH,
+    })
+}
+
+/// The slow path: decides an append whose ids collided. `None` when none of
+/// its ids exist after all (the collision was resolved by a rollback).
+fn existing_outcome(
+    conn: &Connection,
+    cmd: &PreparedAppend,
+) -> Result<Option<AppendOutcome>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.name, e.type, e.op, e.entity, e.payload, e.metadata, e.version, e.position
+         FROM events e JOIN streams s ON s.stream_id = e.stream_id WHERE e.id = ?1",
+    )?;
+    let mut acks = Vec::with_capacity(cmd.ids.len());
+    let mut missing = None;
+    let mut differs = None;
+    for (id, ev) in cmd.ids.iter().zip(&cmd.events) {
+        type Row = (String, String, i64, Option<String>, String, Option<String>, i64, i64);
+        let row: Option<Row> = stmt
+            .query_row([id.as_bytes().as_slice()], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .optional()?;
+        let Some((stream, ty, op, entity, payload, metadata, version, position)) = row else {
+            missing.get_or_insert(*id);
+            continue;
+        };
+        let field = if stream != cmd.stream {
+            Some("stream")
+        } else if ty != ev.event_type {
+            Some("type")
+        } else if Op::from_code(u8::try_from(op).unwrap_or(u8::MAX)) != Some(ev.op) {
+            Some("op")
+        } else if entity != ev.entity {
+            Some("entity")
+        } else if payload != ev.payload {
+            Some("payload")
+        } else if metadata != metadata_text(&ev.metadata) {
+            Some("metadata")
+        } else {
+            None
+        };
+        if let Some(field) = field {
+            differs.get_or_insert((*id, field));
+        }
+        acks.push(EventAck {
+            id: *id,
+            version: u64::try_from(version).unwrap_or(0),
+            position: u64::try_from(position).unwrap_or(0),
+        });
+    }
+    if acks.is_empty() {
+        return Ok(None);
+    }
+    if let Some((id, field)) = differs {
+        return Ok(Some(Err(AppendRejection::IdempotencyConflict {
+            id,
+            detail: format!("this id was already appended with a different {field}"),
+        })));
+    }
+    if let Some(id) = missing {
+        return Ok(Some(Err(AppendRejection::IdempotencyConflict {
+            id,
+            detail: format!(
+                "{} of this append's {} ids were already appended, but not this one; an append is all-or-nothing, so resend exactly the original events or use new ids",
+                acks.len(),
+                cmd.ids.len()
+            ),
+        })));
+    }
+    Ok(Some(Ok(AppendResult {
+        status: AppendStatus::AlreadyAppended,
+        events: acks,
+    })))
+}
+
+impl StoreWriter for SqliteWriter {
+    fn commit(
+        &mut self,
+        batch: &[PreparedAppend],
+        created_at_us: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut slow = vec![false; batch.len()];
+        for _ in 0..=batch.len() {
+            match self.attempt(batch, created_at_us, &mut slow) {
+                Ok(Attempt::Done(outcomes)) => {
+                    assert_eq!(outcomes.len(), batch.len());
+                    return Ok(outcomes);
+                }
+                Ok(Attempt::Redo) => continue,
+                Err(e) => {
+                    self.rollback();
+                    self.reload()?;
+                    return Err(e);
+                }
+            }
+        }
+        // Unreachable by construction (each redo marks a new append slow).
+        self.rollback();
+        self.reload()?;
+        Err(StoreError::Corrupt("group commit did not converge".into()))
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let (busy, _log, _done): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        if busy != 0 {
+            tracing::warn!("WAL checkpoint could not truncate: readers still hold old snapshots");
+        }
+        Ok(())
+    }
+}
