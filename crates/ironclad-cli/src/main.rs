@@ -1,1 +1,149 @@
-fn main(){}
+//! `ironclad`: the command line over the Ironclad library.
+//!
+//! A thin shell: argument parsing, output formatting and exit codes live here;
+//! every rule about events lives in the `ironclad` crate. Exit codes are
+//! documented in the README and in [`ExitCode`].
+
+mod bench;
+mod cmd_append;
+mod cmd_demo;
+mod cmd_ledger;
+mod cmd_migrate;
+mod cmd_read;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode as ProcessExit;
+
+use clap::{Parser, Subcommand};
+use ironclad::{Durability, JournalConfig, OpenError};
+
+/// Process exit codes. Stable: scripts may rely on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Success.
+    Ok = 0,
+    /// The command failed (I/O, store, bad configuration…); see stderr.
+    Failed = 1,
+    /// Bad command-line usage (printed by the argument parser).
+    Usage = 2,
+    /// `ledger verify` found a mismatch.
+    LedgerMismatch = 3,
+    /// `append`: at least one input line was rejected (the others were appended).
+    SomeLinesRejected = 4,
+    /// The data directory is locked by another running engine.
+    Locked = 5,
+}
+
+/// Ironclad: a durable event log. Appends are group-committed and acknowledged only once durable.
+#[derive(Debug, Parser)]
+#[command(name = "ironclad", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory (created if missing).
+    #[arg(long, global = true, env = "IRONCLAD_DATA_DIR", default_value = "./ironclad-data")]
+    pub data_dir: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Append one event per stdin line (each line is the JSON payload); prints one ack line per durable event.
+    Append(cmd_append::AppendArgs),
+    /// Print a stream's events as JSON lines.
+    Read(cmd_read::ReadArgs),
+    /// List streams and their head versions.
+    Streams,
+    /// Verify or export the tamper-evident ledger.
+    Ledger {
+        /// The ledger action.
+        #[command(subcommand)]
+        action: cmd_ledger::LedgerAction,
+    },
+    /// Apply schema migrations, or show their status.
+    Migrate(cmd_migrate::MigrateArgs),
+    /// Benchmarks.
+    Bench {
+        /// The benchmark to run.
+        #[command(subcommand)]
+        which: bench::BenchCommand,
+    },
+    /// Append a sample workload from several producers, summarize, and verify the ledger.
+    Demo(cmd_demo::DemoArgs),
+}
+
+/// A command failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: ExitCode,
+    /// What to tell the user.
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error: anyhow::Error = e.into();
+        let code = match error.downcast_ref::<OpenError>() {
+            Some(OpenError::Locked { .. }) => ExitCode::Locked,
+            _ => ExitCode::Failed,
+        };
+        Failure { code, error }
+    }
+}
+
+/// What every command returns.
+pub type CmdResult = Result<ExitCode, Failure>;
+
+/// The journal configuration for this invocation.
+pub fn journal_config(cli: &Cli, durability: Durability) -> JournalConfig {
+    JournalConfig::new(&cli.data_dir).durability(durability)
+}
+
+fn main() -> ProcessExit {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            let code = if e.use_stderr() { ExitCode::Usage } else { ExitCode::Ok };
+            return ProcessExit::from(code as u8);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ProcessExit::from(ExitCode::Failed as u8);
+        }
+    };
+    let result = runtime.block_on(run(&cli));
+    let code = match result {
+        Ok(code) => code,
+        Err(f) => {
+            output::print_error(cli.json, &f.error, f.code);
+            f.code
+        }
+    };
+    ProcessExit::from(code as u8)
+}
+
+async fn run(cli: &Cli) -> CmdResult {
+    match &cli.command {
+        Command::Append(args) => cmd_append::run(cli, args).await,
+        Command::Read(args) => cmd_read::read(cli, args).await,
+        Command::Streams => cmd_read::streams(cli).await,
+        Command::Ledger { action } => cmd_ledger::run(cli, action).await,
+        Command::Migrate(args) => cmd_migrate::run(cli, args).await,
+        Command::Bench { which } => bench::run(cli, which).await,
+        Command::Demo(args) => cmd_demo::run(cli, args).await,
+    }
+}

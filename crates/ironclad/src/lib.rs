@@ -33,7 +33,7 @@ pub mod validate;
 pub use config::{Durability, JournalConfig};
 pub use error::{AppendError, ControlError, MigrateError, OpenError, ReadError, StoreError, VerifyError};
 pub use expected::WrongExpectedVersion;
-pub use journal::{AppendTicket, Journal, LogReader, VerifyOptions, VerifyReport};
+pub use journal::{AppendTicket, Journal, LogReader, VerifyOptions, VerifyReport, READ_LIMIT_MAX};
 pub use ledger::{LedgerMismatch, MismatchKind};
 pub use model::{
     AppendResult, AppendStatus, EventAck, ExpectedVersion, LedgerHead, NewEvent, Op, RecordedEvent,

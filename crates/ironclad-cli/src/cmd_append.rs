@@ -1,0 +1,233 @@
+//! `ironclad append STREAM`: one event per stdin line, pipelined.
+//!
+//! A reader task queues each line as an append without waiting for earlier
+//! acknowledgements; a printer task awaits the tickets in input order and
+//! prints one ack line per event once it is durable. Bad lines are reported
+//! on stderr with their line number; good lines are still appended.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Args;
+use ironclad::{AppendStatus, AppendTicket, Durability, ExpectedVersion, Journal, NewEvent};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use tokio::sync::mpsc;
+
+use crate::{journal_config, Cli, CmdResult, ExitCode};
+
+/// Arguments of `append`.
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    /// The stream to append to.
+    pub stream: String,
+    /// The stream must be at this version before the first line; lines then
+    /// become versions V+1, V+2, … (any mismatch rejects that line and, in
+    /// consequence, the lines after it).
+    #[arg(long)]
+    pub expected_version: Option<u64>,
+    /// Event type for every line.
+    #[arg(long = "type", default_value = "event")]
+    pub event_type: String,
+    /// Acknowledge after fsync (default) or after the OS has the write.
+    #[arg(long, default_value = "fsync")]
+    pub durability: Durability,
+    /// Longest stdin line accepted, in bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub line_bytes_max: usize,
+}
+
+/// Most appends queued ahead of the printer (bounds memory on huge inputs).
+const IN_FLIGHT_MAX: usize = 65_536;
+
+enum Item {
+    Queued { line: u64, ticket: AppendTicket },
+    Rejected { line: u64, error: String },
+}
+
+#[derive(Serialize)]
+struct AckLine<'a> {
+    id: String,
+    stream: &'a str,
+    version: u64,
+    position: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    already_appended: bool,
+}
+
+/// Runs `append`.
+pub async fn run(cli: &Cli, args: &AppendArgs) -> CmdResult {
+    let journal = Journal::open(journal_config(cli, args.durability))?;
+    let (tx, rx) = mpsc::channel::<Item>(IN_FLIGHT_MAX);
+    let printer = tokio::spawn(print_acks(rx, args.stream.clone(), cli.json));
+    let read_result = read_lines(&journal, args, tx).await;
+    let (appended, rejected) = printer.await.map_err(anyhow::Error::from)??;
+    journal.shutdown(Duration::from_secs(30)).await?;
+    read_result?;
+    if cli.json {
+        eprintln!("{}", serde_json::json!({"appended": appended, "rejected_lines": rejected}));
+    } else {
+        eprintln!("appended {appended} events; {rejected} lines rejected");
+    }
+    Ok(if rejected > 0 {
+        ExitCode::SomeLinesRejected
+    } else {
+        ExitCode::Ok
+    })
+}
+
+async fn read_lines(
+    journal: &Journal,
+    args: &AppendArgs,
+    tx: mpsc::Sender<Item>,
+) -> anyhow::Result<()> {
+    let mut input = BufReader::new(tokio::io::stdin());
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    let mut good = 0u64;
+    loop {
+        let line = match read_bounded_line(&mut input, &mut buf, args.line_bytes_max).await? {
+            None => break,
+            Some(line) => line,
+        };
+        line_no += 1;
+        let text = match line {
+            Line::TooLong(len) => {
+                let error = format!("line is at least {len} bytes, over --line-bytes-max {}", args.line_bytes_max);
+                send(&tx, Item::Rejected { line: line_no, error }).await?;
+                continue;
+            }
+            Line::Text => match std::str::from_utf8(&buf) {
+                Ok(t) => t.trim(),
+                Err(e) => {
+                    let error = format!("line is not valid UTF-8 ({e})");
+                    send(&tx, Item::Rejected { line: line_no, error }).await?;
+                    continue;
+                }
+            },
+        };
+        if text.is_empty() {
+            continue;
+        }
+        let item = {
+            let expected = match args.expected_version {
+                Some(v) => ExpectedVersion::Exact(v + good),
+                None => ExpectedVersion::Any,
+            };
+            let event = NewEvent::new(args.event_type.clone(), text.to_string());
+            match journal.enqueue(&args.stream, expected, vec![event]).await {
+                Ok(ticket) => {
+                    good += 1;
+                    Item::Queued { line: line_no, ticket }
+                }
+                Err(e) => Item::Rejected {
+                    line: line_no,
+                    error: e.to_string(),
+                },
+            }
+        };
+        send(&tx, item).await?;
+    }
+    Ok(())
+}
+
+async fn send(tx: &mpsc::Sender<Item>, item: Item) -> anyhow::Result<()> {
+    if tx.send(item).await.is_err() {
+        anyhow::bail!("the ack printer stopped early (stdout closed?)");
+    }
+    Ok(())
+}
+
+enum Line {
+    /// The line (without its newline) is in the buffer.
+    Text,
+    /// The line was longer than the limit and was skipped; its length so far.
+    TooLong(usize),
+}
+
+/// Reads one line into `buf` without ever holding more than `max + 1` bytes
+/// of it; `None` at end of input.
+async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> anyhow::Result<Option<Line>> {
+    use tokio::io::AsyncReadExt;
+    buf.clear();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let n = (&mut *input).take(limit).read_until(b'\n', buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Some(Line::Text));
+    }
+    if buf.len() <= max {
+        return Ok(Some(Line::Text)); // last line, no trailing newline
+    }
+    // Too long: discard the rest of this line in bounded chunks.
+    let mut skipped = buf.len();
+    loop {
+        buf.clear();
+        let n = (&mut *input).take(64 * 1024).read_until(b'\n', buf).await?;
+        skipped += n;
+        if n == 0 || buf.last() == Some(&b'\n') {
+            break;
+        }
+    }
+    buf.clear();
+    Ok(Some(Line::TooLong(skipped)))
+}
+
+async fn print_acks(
+    mut rx: mpsc::Receiver<Item>,
+    stream: String,
+    json: bool,
+) -> anyhow::Result<(u64, u64)> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+    let (mut appended, mut rejected) = (0u64, 0u64);
+    loop {
+        // Flush whenever we would otherwise wait, so acks are never held back.
+        let item = match rx.try_recv() {
+            Ok(item) => item,
+            Err(_) => {
+                out.flush()?;
+                match rx.recv().await {
+                    Some(item) => item,
+                    None => break,
+                }
+            }
+        };
+        let (line, error) = match item {
+            Item::Queued { line, ticket } => match ticket.await {
+                Ok(result) => {
+                    for ack in &result.events {
+                        let l = AckLine {
+                            id: ack.id.to_string(),
+                            stream: &stream,
+                            version: ack.version,
+                            position: ack.position,
+                            already_appended: result.status == AppendStatus::AlreadyAppended,
+                        };
+                        serde_json::to_writer(&mut out, &l)?;
+                        out.write_all(b"\n")?;
+                    }
+                    appended += result.events.len() as u64;
+                    continue;
+                }
+                Err(e) => (line, e.to_string()),
+            },
+            Item::Rejected { line, error } => (line, error),
+        };
+        rejected += 1;
+        if json {
+            eprintln!("{}", serde_json::json!({"line": line, "error": error}));
+        } else {
+            eprintln!("line {line}: {error}");
+        }
+    }
+    out.flush()?;
+    Ok((appended, rejected))
+}

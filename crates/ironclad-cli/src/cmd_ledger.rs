@@ -1,0 +1,96 @@
+//! `ironclad ledger verify|head`: check the hash chains, or export the head.
+
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Subcommand;
+use ironclad::{LedgerHead, LogReader, VerifyError, VerifyOptions};
+
+use crate::{journal_config, output, Cli, CmdResult, ExitCode};
+
+/// Ledger actions.
+#[derive(Debug, Subcommand)]
+pub enum LedgerAction {
+    /// Recompute every hash; report the first mismatch and exit 3 if any.
+    Verify {
+        /// Verify only this stream's chain.
+        #[arg(long)]
+        stream: Option<String>,
+        /// An exported head (`ledger head` output): a file path, or the JSON itself.
+        /// Detects a log truncated or rewritten since the head was exported.
+        #[arg(long)]
+        against: Option<String>,
+    },
+    /// Print the global head `{position, hash}` as JSON, to store elsewhere.
+    Head,
+}
+
+fn parse_head(arg: &str) -> anyhow::Result<LedgerHead> {
+    let text = if arg.trim_start().starts_with('{') {
+        arg.to_string()
+    } else {
+        std::fs::read_to_string(Path::new(arg))
+            .with_context(|| format!("cannot read the exported head file {arg:?}"))?
+    };
+    serde_json::from_str(text.trim()).with_context(|| {
+        format!("--against must be the JSON printed by `ironclad ledger head`, got {:?}", text.trim())
+    })
+}
+
+/// Runs a ledger action.
+pub async fn run(cli: &Cli, action: &LedgerAction) -> CmdResult {
+    let reader = LogReader::open_sqlite(&journal_config(cli, Default::default()))?;
+    match action {
+        LedgerAction::Head => {
+            match reader.ledger_head()? {
+                Some(head) => output::json_line(&head)?,
+                None => output::json_line(&serde_json::json!({"position": 0, "hash": null}))?,
+            }
+            Ok(ExitCode::Ok)
+        }
+        LedgerAction::Verify { stream, against } => {
+            let opts = VerifyOptions {
+                stream: stream.clone(),
+                against: against.as_deref().map(parse_head).transpose()?,
+            };
+            let total = reader.ledger_head()?.map_or(0, |h| h.position);
+            let bar = output::progress(total, "verify");
+            let result = tokio::task::spawn_blocking(move || {
+                reader.verify(&opts, &mut |n| bar.set_position(n))
+            })
+            .await
+            .map_err(anyhow::Error::from)?;
+            match result {
+                Ok(report) => {
+                    if cli.json {
+                        output::json_line(&serde_json::json!({"ok": true, "checked": report.checked, "head": report.head}))?;
+                    } else {
+                        match &report.head {
+                            Some(h) => println!(
+                                "ledger verified: {} events, head position {} hash {}",
+                                report.checked,
+                                h.position,
+                                hex_of(&h.hash)
+                            ),
+                            None => println!("ledger verified: {} events", report.checked),
+                        }
+                    }
+                    Ok(ExitCode::Ok)
+                }
+                Err(VerifyError::Mismatch(m)) => {
+                    if cli.json {
+                        output::json_line(&serde_json::json!({"ok": false, "mismatch": m}))?;
+                    } else {
+                        eprintln!("ledger verification FAILED: {m}");
+                    }
+                    Ok(ExitCode::LedgerMismatch)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+fn hex_of(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,249 @@
+//! End-to-end tests of the `ironclad` binary: real processes, real data
+//! directories. Guards the CLI contract: pipelined append with per-line
+//! errors, documented exit codes, read/streams/ledger output, tamper
+//! detection through the CLI, the data-directory lock across processes,
+//! migrate --status, demo and bench.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn ironclad(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ironclad"));
+    c.arg("--data-dir").arg(dir.join("data"));
+    c.env_remove("IRONCLAD_DATA_DIR");
+    c
+}
+
+fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ironclad");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn append(dir: &Path, stream: &str, input: &str) -> Output {
+    let mut cmd = ironclad(dir);
+    cmd.args(["append", stream]);
+    run_with_stdin(cmd, input)
+}
+
+#[test]
+fn append_pipelines_acks_in_order_and_reports_bad_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = "{\"n\":1}\nnot json\n{\"n\":2}\n\n[1,2,3]\n{\"n\":\n";
+    let out = append(tmp.path(), "orders", input);
+    assert_eq!(out.status.code(), Some(4), "some lines rejected → exit 4");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2:"), "names the bad line: {stderr}");
+    assert!(stderr.contains("line 6:"), "names the truncated line: {stderr}");
+    assert!(stderr.contains("not valid JSON"), "{stderr}");
+    let acks = json_lines(&out.stdout);
+    assert_eq!(acks.len(), 3, "three good lines acked");
+    for (i, ack) in acks.iter().enumerate() {
+        assert_eq!(ack["stream"], "orders");
+        assert_eq!(ack["version"], (i + 1) as u64, "acks in input order");
+        assert!(ack["id"].as_str().is_some_and(|s| s.len() == 36));
+    }
+    let mut read = ironclad(tmp.path());
+    read.args(["read", "orders"]);
+    let out = read.output().unwrap();
+    assert!(out.status.success());
+    let events = json_lines(&out.stdout);
+    let payloads: Vec<&Value> = events.iter().map(|e| &e["payload"]).collect();
+    assert_eq!(payloads, [&serde_json::json!({"n":1}), &serde_json::json!({"n":2}), &serde_json::json!([1,2,3])]);
+    assert_eq!(events[0]["id"], acks[0]["id"]);
+}
+
+#[test]
+fn expected_version_is_enforced_per_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(append(tmp.path(), "s", "1\n2\n").status.success());
+    let mut cmd = ironclad(tmp.path());
+    cmd.args(["append", "s", "--expected-version", "2"]);
+    let ok = run_with_stdin(cmd, "3\n4\n");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let versions: Vec<u64> = json_lines(&ok.stdout).iter().map(|a| a["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, [3, 4]);
+    let mut cmd = ironclad(tmp.path());
+    cmd.args(["append", "s", "--expected-version", "1"]);
+    let bad = run_with_stdin(cmd, "5\n");
+    assert_eq!(bad.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("wrong expected version"));
+}
+
+#[test]
+fn streams_head_and_verify_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(append(tmp.path(), "a", "1\n2\n3\n").status.success());
+    assert!(append(tmp.path(), "b", "4\n").status.success());
+    let mut streams = ironclad(tmp.path());
+    streams.args(["--json", "streams"]);
+    let heads = json_lines(&streams.output().unwrap().stdout);
+    assert_eq!(heads.len(), 2);
+    assert_eq!((heads[0]["stream"].as_str(), heads[0]["version"].as_u64()), (Some("a"), Some(3)));
+    let mut head = ironclad(tmp.path());
+    head.args(["ledger", "head"]);
+    let head = json_lines(&head.output().unwrap().stdout).remove(0);
+    assert_eq!(head["position"], 4);
+    let mut verify = ironclad(tmp.path());
+    verify.args(["--json", "ledger", "verify"]);
+    let out = verify.output().unwrap();
+    assert!(out.status.success());
+    let report = json_lines(&out.stdout).remove(0);
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["checked"], 4);
+    assert_eq!(report["head"], head);
+}
+
+#[test]
+fn tampering_and_truncation_fail_verify_with_exit_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(append(tmp.path(), "ledger", "{\"amount\":100}\n{\"amount\":200}\n{\"amount\":300}\n").status.success());
+    let mut head = ironclad(tmp.path());
+    head.args(["ledger", "head"]);
+    let head_file = tmp.path().join("head.json");
+    std::fs::write(&head_file, head.output().unwrap().stdout).unwrap();
+
+    let db = rusqlite::Connection::open(tmp.path().join("data/ironclad.db")).unwrap();
+    let err = db.execute("UPDATE events SET payload = '{\"amount\":999}' WHERE position = 2", []);
+    assert!(err.unwrap_err().to_string().contains("append-only"));
+    db.execute_batch("DROP TRIGGER events_append_only_update").unwrap();
+    db.execute("UPDATE events SET payload = '{\"amount\":900}' WHERE position = 2", []).unwrap();
+    drop(db);
+
+    let mut verify = ironclad(tmp.path());
+    verify.args(["ledger", "verify"]);
+    let out = verify.output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("EventHash") && stderr.contains("\"ledger\"") && stderr.contains("version 2") && stderr.contains("position 2"), "{stderr}");
+
+    // Truncation: restore a consistent log without the tail, then check against the old head.
+    let tmp2 = tempfile::tempdir().unwrap();
+    assert!(append(tmp2.path(), "t", "1\n2\n3\n").status.success());
+    let mut head = ironclad(tmp2.path());
+    head.args(["ledger", "head"]);
+    let saved = String::from_utf8(head.output().unwrap().stdout).unwrap();
+    let db = rusqlite::Connection::open(tmp2.path().join("data/ironclad.db")).unwrap();
+    db.execute_batch("DROP TRIGGER events_append_only_delete; DELETE FROM events WHERE position = 3; UPDATE streams SET version = 2").unwrap();
+    drop(db);
+    let mut plain = ironclad(tmp2.path());
+    plain.args(["ledger", "verify"]);
+    assert!(plain.output().unwrap().status.success(), "chain alone cannot see a clean truncation");
+    let mut against = ironclad(tmp2.path());
+    against.args(["ledger", "verify", "--against", saved.trim()]);
+    let out = against.output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HeadMissing"));
+    let mut bad_head = ironclad(tmp2.path());
+    bad_head.args(["ledger", "verify", "--against", head_file.to_str().unwrap()]);
+    assert_eq!(bad_head.output().unwrap().status.code(), Some(3), "a head from another log does not match");
+}
+
+#[test]
+fn second_process_gets_locked_by_pid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut first = ironclad(tmp.path());
+    first.args(["append", "s"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = first.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"1\n").unwrap();
+    stdin.flush().unwrap();
+    // Wait for the first ack: by then the lock is certainly held.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("\"version\":1"), "{line}");
+    let second = append(tmp.path(), "s", "2\n");
+    assert_eq!(second.status.code(), Some(5), "locked → exit 5");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains(&format!("locked by pid {}", child.id())), "{stderr}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert!(append(tmp.path(), "s", "2\n").status.success(), "lock released on exit");
+}
+
+#[test]
+fn migrate_status_and_migrate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut status = ironclad(tmp.path());
+    status.args(["--json", "migrate", "--status"]);
+    let s = json_lines(&status.output().unwrap().stdout).remove(0);
+    assert_eq!(s["db_version"], 0);
+    let mut migrate = ironclad(tmp.path());
+    migrate.args(["--json", "migrate"]);
+    let m = json_lines(&migrate.output().unwrap().stdout).remove(0);
+    assert_eq!(m["applied"], serde_json::json!([1]));
+    let mut again = ironclad(tmp.path());
+    again.args(["--json", "migrate"]);
+    let m = json_lines(&again.output().unwrap().stdout).remove(0);
+    assert_eq!(m["applied"], serde_json::json!([]), "re-running is a no-op");
+    let mut status = ironclad(tmp.path());
+    status.args(["--json", "migrate", "--status"]);
+    let s = json_lines(&status.output().unwrap().stdout).remove(0);
+    assert_eq!((s["db_version"].as_u64(), s["binary_version"].as_u64()), (Some(1), Some(1)));
+}
+
+#[test]
+fn demo_appends_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = ironclad(tmp.path());
+    demo.args(["--json", "demo", "--producers", "4", "--appends", "50"]);
+    let out = demo.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = json_lines(&out.stdout).remove(0);
+    let appended = s["appended_events"].as_u64().unwrap();
+    assert!(appended >= 200, "4 producers × 50 appends of 1–3 events");
+    assert_eq!(s["ledger_verified_events"].as_u64(), Some(appended));
+}
+
+#[test]
+fn bench_reports_rates_and_baseline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bench = ironclad(tmp.path());
+    bench.args(["--json", "bench", "append", "--producers", "4", "--events", "400", "--baseline", "--baseline-events", "20", "--dir"]);
+    bench.arg(tmp.path());
+    let out = bench.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = json_lines(&out.stdout).remove(0);
+    assert_eq!(r["events"], 400);
+    assert!(r["events_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["ack_p99_ms"].as_f64().unwrap() >= r["ack_p50_ms"].as_f64().unwrap());
+    assert!(r["ratio_vs_baseline"].as_f64().is_some());
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".ironclad-bench-")).collect();
+    assert!(leftovers.is_empty(), "scratch directory removed");
+}
+
+#[test]
+fn usage_errors_exit_2_and_missing_data_is_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bad = ironclad(tmp.path());
+    bad.args(["append"]);
+    assert_eq!(bad.output().unwrap().status.code(), Some(2));
+    let mut read = ironclad(tmp.path());
+    read.args(["read", "nothing"]);
+    let out = read.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database here yet"));
+    let mut bad_name = ironclad(tmp.path());
+    bad_name.args(["append", ""]);
+    let out = run_with_stdin(bad_name, "1\n");
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stream name is empty"));
+}
