@@ -99,11 +99,23 @@ fn payload(bytes: usize) -> String {
 }
 
 async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
-    anyhow_ensure(args.producers >= 1 && args.producers <= 10_000, "--producers must be 1..=10000")?;
-    anyhow_ensure(args.batch >= 1 && args.batch <= 1000, "--batch must be 1..=1000")?;
-    anyhow_ensure(args.pipeline >= 1 && args.pipeline <= 4096, "--pipeline must be 1..=4096")?;
+    anyhow_ensure(
+        args.producers >= 1 && args.producers <= 10_000,
+        "--producers must be 1..=10000",
+    )?;
+    anyhow_ensure(
+        args.batch >= 1 && args.batch <= 1000,
+        "--batch must be 1..=1000",
+    )?;
+    anyhow_ensure(
+        args.pipeline >= 1 && args.pipeline <= 4096,
+        "--pipeline must be 1..=4096",
+    )?;
     anyhow_ensure(args.streams >= 1, "--streams must be at least 1")?;
-    anyhow_ensure(args.events >= 1 && args.events <= 100_000_000, "--events must be 1..=100000000")?;
+    anyhow_ensure(
+        args.events >= 1 && args.events <= 100_000_000,
+        "--events must be 1..=100000000",
+    )?;
     let scratch = tempfile::Builder::new()
         .prefix(".ironclad-bench-")
         .tempdir_in(&args.dir)?;
@@ -139,18 +151,26 @@ async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
             Duration::from_secs_f64(args.producers as f64 * batch as f64 / args.rate as f64)
         });
         tasks.push(tokio::spawn(async move {
-            let make = || (0..batch).map(|_| NewEvent::new("bench", payload.clone())).collect::<Vec<_>>();
+            let make = || {
+                (0..batch)
+                    .map(|_| NewEvent::new("bench", payload.clone()))
+                    .collect::<Vec<_>>()
+            };
             let mut latencies_us: Vec<u32> = Vec::with_capacity(appends_per_producer as usize);
             match interval {
                 None => {
                     let mut in_flight = std::collections::VecDeque::with_capacity(pipeline);
                     for k in 0..appends_per_producer {
                         let t0 = Instant::now();
-                        let ticket = journal.enqueue(&stream, ExpectedVersion::Any, make()).await?;
+                        let ticket = journal
+                            .enqueue(&stream, ExpectedVersion::Any, make())
+                            .await?;
                         in_flight.push_back((t0, ticket));
                         let last = k + 1 == appends_per_producer;
                         while in_flight.len() >= pipeline || (last && !in_flight.is_empty()) {
-                            let Some((t0, ticket)) = in_flight.pop_front() else { break };
+                            let Some((t0, ticket)) = in_flight.pop_front() else {
+                                break;
+                            };
                             ticket.await?;
                             latencies_us.push(micros(t0.elapsed()));
                             done.fetch_add(batch as u64, Ordering::Relaxed);
@@ -163,7 +183,9 @@ async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
                     for k in 0..appends_per_producer {
                         let scheduled = start + interval.mul_f64(k as f64);
                         tokio::time::sleep_until(scheduled).await;
-                        let ticket = journal.enqueue(&stream, ExpectedVersion::Any, make()).await?;
+                        let ticket = journal
+                            .enqueue(&stream, ExpectedVersion::Any, make())
+                            .await?;
                         let done = Arc::clone(&done);
                         waiters.push(tokio::spawn(async move {
                             let r = ticket.await;
@@ -172,9 +194,11 @@ async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
                         }));
                     }
                     for w in waiters {
-                        let lat = w.await.map_err(|e| ironclad::AppendError::Store(Arc::new(
-                            ironclad::StoreError::Corrupt(format!("waiter task failed: {e}")),
-                        )))??;
+                        let lat = w.await.map_err(|e| {
+                            ironclad::AppendError::Store(Arc::new(ironclad::StoreError::Corrupt(
+                                format!("waiter task failed: {e}"),
+                            )))
+                        })??;
                         latencies_us.push(lat);
                     }
                 }
@@ -256,11 +280,17 @@ fn naive_baseline(dir: &std::path::Path, events: u64, payload_bytes: usize) -> a
                              payload TEXT NOT NULL, UNIQUE (stream, version));",
     )?;
     let body = payload(payload_bytes);
-    let mut stmt = conn.prepare("INSERT INTO naive (id, stream, version, payload) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut stmt =
+        conn.prepare("INSERT INTO naive (id, stream, version, payload) VALUES (?1, ?2, ?3, ?4)")?;
     let started = Instant::now();
     for v in 1..=events {
         let id = uuid::Uuid::now_v7();
-        stmt.execute(rusqlite::params![id.as_bytes().as_slice(), "bench-0", v as i64, body])?;
+        stmt.execute(rusqlite::params![
+            id.as_bytes().as_slice(),
+            "bench-0",
+            v as i64,
+            body
+        ])?;
     }
     Ok(events as f64 / started.elapsed().as_secs_f64().max(1e-9))
 }

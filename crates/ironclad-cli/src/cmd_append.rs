@@ -66,7 +66,10 @@ pub async fn run(cli: &Cli, args: &AppendArgs) -> CmdResult {
     journal.shutdown(Duration::from_secs(30)).await?;
     read_result?;
     if cli.json {
-        eprintln!("{}", serde_json::json!({"appended": appended, "rejected_lines": rejected}));
+        eprintln!(
+            "{}",
+            serde_json::json!({"appended": appended, "rejected_lines": rejected})
+        );
     } else {
         eprintln!("appended {appended} events; {rejected} lines rejected");
     }
@@ -94,15 +97,32 @@ async fn read_lines(
         line_no += 1;
         let text = match line {
             Line::TooLong(len) => {
-                let error = format!("line is at least {len} bytes, over --line-bytes-max {}", args.line_bytes_max);
-                send(&tx, Item::Rejected { line: line_no, error }).await?;
+                let error = format!(
+                    "line is at least {len} bytes, over --line-bytes-max {}",
+                    args.line_bytes_max
+                );
+                send(
+                    &tx,
+                    Item::Rejected {
+                        line: line_no,
+                        error,
+                    },
+                )
+                .await?;
                 continue;
             }
             Line::Text => match std::str::from_utf8(&buf) {
                 Ok(t) => t.trim(),
                 Err(e) => {
                     let error = format!("line is not valid UTF-8 ({e})");
-                    send(&tx, Item::Rejected { line: line_no, error }).await?;
+                    send(
+                        &tx,
+                        Item::Rejected {
+                            line: line_no,
+                            error,
+                        },
+                    )
+                    .await?;
                     continue;
                 }
             },
@@ -119,7 +139,10 @@ async fn read_lines(
             match journal.enqueue(&args.stream, expected, vec![event]).await {
                 Ok(ticket) => {
                     good += 1;
-                    Item::Queued { line: line_no, ticket }
+                    Item::Queued {
+                        line: line_no,
+                        ticket,
+                    }
                 }
                 Err(e) => Item::Rejected {
                     line: line_no,

@@ -64,9 +64,10 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> CmdResult {
     }
     let elapsed = started.elapsed();
     let reader = journal.reader();
-    let report = tokio::task::spawn_blocking(move || reader.verify(&VerifyOptions::default(), &mut |_| {}))
-        .await
-        .map_err(anyhow::Error::from)??;
+    let report =
+        tokio::task::spawn_blocking(move || reader.verify(&VerifyOptions::default(), &mut |_| {}))
+            .await
+            .map_err(anyhow::Error::from)??;
     let streams = journal.list_streams("", ironclad::READ_LIMIT_MAX)?.len();
     journal.shutdown(Duration::from_secs(30)).await?;
     let rate = appended as f64 / elapsed.as_secs_f64().max(1e-9);
@@ -88,10 +89,20 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> CmdResult {
         println!("  data directory:  {}", cli.data_dir.display());
         println!("  streams:         {streams}");
         if let Some(h) = report.head {
-            println!("  ledger head:     position {} hash {}", h.position, summary["ledger_head"]["hash"].as_str().unwrap_or("?"));
+            println!(
+                "  ledger head:     position {} hash {}",
+                h.position,
+                summary["ledger_head"]["hash"].as_str().unwrap_or("?")
+            );
         }
-        println!("  ledger verified: {} events, every hash recomputed and every link checked", report.checked);
-        println!("Try: ironclad --data-dir {} read demo-orders-0 --limit 3", cli.data_dir.display());
+        println!(
+            "  ledger verified: {} events, every hash recomputed and every link checked",
+            report.checked
+        );
+        println!(
+            "Try: ironclad --data-dir {} read demo-orders-0 --limit 3",
+            cli.data_dir.display()
+        );
     }
     Ok(ExitCode::Ok)
 }

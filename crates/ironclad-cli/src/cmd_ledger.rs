@@ -33,7 +33,10 @@ fn parse_head(arg: &str) -> anyhow::Result<LedgerHead> {
             .with_context(|| format!("cannot read the exported head file {arg:?}"))?
     };
     serde_json::from_str(text.trim()).with_context(|| {
-        format!("--against must be the JSON printed by `ironclad ledger head`, got {:?}", text.trim())
+        format!(
+            "--against must be the JSON printed by `ironclad ledger head`, got {:?}",
+            text.trim()
+        )
     })
 }
 
@@ -63,7 +66,9 @@ pub async fn run(cli: &Cli, action: &LedgerAction) -> CmdResult {
             match result {
                 Ok(report) => {
                     if cli.json {
-                        output::json_line(&serde_json::json!({"ok": true, "checked": report.checked, "head": report.head}))?;
+                        output::json_line(
+                            &serde_json::json!({"ok": true, "checked": report.checked, "head": report.head}),
+                        )?;
                     } else {
                         match &report.head {
                             Some(h) => println!(

@@ -28,7 +28,10 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> CmdResult {
             if cli.json {
                 output::json_line(&status)?;
             } else {
-                println!("no database at {} yet; binary schema version {SCHEMA_VERSION}", path.display());
+                println!(
+                    "no database at {} yet; binary schema version {SCHEMA_VERSION}",
+                    path.display()
+                );
             }
             return Ok(ExitCode::Ok);
         }

@@ -19,8 +19,13 @@ pub struct ReadArgs {
     pub limit: Option<u64>,
 }
 
-fn open_reader(cli: &Cli) -> Result<LogReader<ironclad::store::sqlite::SqliteStore>, crate::Failure> {
-    Ok(LogReader::open_sqlite(&journal_config(cli, Default::default()))?)
+fn open_reader(
+    cli: &Cli,
+) -> Result<LogReader<ironclad::store::sqlite::SqliteStore>, crate::Failure> {
+    Ok(LogReader::open_sqlite(&journal_config(
+        cli,
+        Default::default(),
+    ))?)
 }
 
 /// Runs `read`: the stream's events as JSON lines, paged from the store.
@@ -29,7 +34,9 @@ pub async fn read(cli: &Cli, args: &ReadArgs) -> CmdResult {
     let mut next = args.from.max(1);
     let mut left = args.limit.unwrap_or(u64::MAX);
     while left > 0 {
-        let page_len = usize::try_from(left).unwrap_or(usize::MAX).min(READ_LIMIT_MAX);
+        let page_len = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(READ_LIMIT_MAX);
         let page = reader.read(&args.stream, next, page_len)?;
         for ev in &page {
             output::json_line(ev)?;

@@ -40,7 +40,12 @@ pub enum ExitCode {
 #[command(name = "ironclad", version, about, long_about = None)]
 pub struct Cli {
     /// Data directory (created if missing).
-    #[arg(long, global = true, env = "IRONCLAD_DATA_DIR", default_value = "./ironclad-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "IRONCLAD_DATA_DIR",
+        default_value = "./ironclad-data"
+    )]
     pub data_dir: PathBuf,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
@@ -110,7 +115,11 @@ fn main() -> ProcessExit {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            let code = if e.use_stderr() { ExitCode::Usage } else { ExitCode::Ok };
+            let code = if e.use_stderr() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Ok
+            };
             return ProcessExit::from(code as u8);
         }
     };
@@ -118,7 +127,10 @@ fn main() -> ProcessExit {
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::WARN)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

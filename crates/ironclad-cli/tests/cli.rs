@@ -18,7 +18,9 @@ fn ironclad(dir: &Path) -> Command {
 }
 
 fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn ironclad");
     child
         .stdin
@@ -51,7 +53,10 @@ fn append_pipelines_acks_in_order_and_reports_bad_lines() {
     assert_eq!(out.status.code(), Some(4), "some lines rejected → exit 4");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 2:"), "names the bad line: {stderr}");
-    assert!(stderr.contains("line 6:"), "names the truncated line: {stderr}");
+    assert!(
+        stderr.contains("line 6:"),
+        "names the truncated line: {stderr}"
+    );
     assert!(stderr.contains("not valid JSON"), "{stderr}");
     let acks = json_lines(&out.stdout);
     assert_eq!(acks.len(), 3, "three good lines acked");
@@ -66,7 +71,14 @@ fn append_pipelines_acks_in_order_and_reports_bad_lines() {
     assert!(out.status.success());
     let events = json_lines(&out.stdout);
     let payloads: Vec<&Value> = events.iter().map(|e| &e["payload"]).collect();
-    assert_eq!(payloads, [&serde_json::json!({"n":1}), &serde_json::json!({"n":2}), &serde_json::json!([1,2,3])]);
+    assert_eq!(
+        payloads,
+        [
+            &serde_json::json!({"n":1}),
+            &serde_json::json!({"n":2}),
+            &serde_json::json!([1, 2, 3])
+        ]
+    );
     assert_eq!(events[0]["id"], acks[0]["id"]);
 }
 
@@ -77,8 +89,15 @@ fn expected_version_is_enforced_per_line() {
     let mut cmd = ironclad(tmp.path());
     cmd.args(["append", "s", "--expected-version", "2"]);
     let ok = run_with_stdin(cmd, "3\n4\n");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    let versions: Vec<u64> = json_lines(&ok.stdout).iter().map(|a| a["version"].as_u64().unwrap()).collect();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let versions: Vec<u64> = json_lines(&ok.stdout)
+        .iter()
+        .map(|a| a["version"].as_u64().unwrap())
+        .collect();
     assert_eq!(versions, [3, 4]);
     let mut cmd = ironclad(tmp.path());
     cmd.args(["append", "s", "--expected-version", "1"]);
@@ -96,7 +115,10 @@ fn streams_head_and_verify_agree() {
     streams.args(["--json", "streams"]);
     let heads = json_lines(&streams.output().unwrap().stdout);
     assert_eq!(heads.len(), 2);
-    assert_eq!((heads[0]["stream"].as_str(), heads[0]["version"].as_u64()), (Some("a"), Some(3)));
+    assert_eq!(
+        (heads[0]["stream"].as_str(), heads[0]["version"].as_u64()),
+        (Some("a"), Some(3))
+    );
     let mut head = ironclad(tmp.path());
     head.args(["ledger", "head"]);
     let head = json_lines(&head.output().unwrap().stdout).remove(0);
@@ -114,17 +136,31 @@ fn streams_head_and_verify_agree() {
 #[test]
 fn tampering_and_truncation_fail_verify_with_exit_3() {
     let tmp = tempfile::tempdir().unwrap();
-    assert!(append(tmp.path(), "ledger", "{\"amount\":100}\n{\"amount\":200}\n{\"amount\":300}\n").status.success());
+    assert!(append(
+        tmp.path(),
+        "ledger",
+        "{\"amount\":100}\n{\"amount\":200}\n{\"amount\":300}\n"
+    )
+    .status
+    .success());
     let mut head = ironclad(tmp.path());
     head.args(["ledger", "head"]);
     let head_file = tmp.path().join("head.json");
     std::fs::write(&head_file, head.output().unwrap().stdout).unwrap();
 
     let db = rusqlite::Connection::open(tmp.path().join("data/ironclad.db")).unwrap();
-    let err = db.execute("UPDATE events SET payload = '{\"amount\":999}' WHERE position = 2", []);
+    let err = db.execute(
+        "UPDATE events SET payload = '{\"amount\":999}' WHERE position = 2",
+        [],
+    );
     assert!(err.unwrap_err().to_string().contains("append-only"));
-    db.execute_batch("DROP TRIGGER events_append_only_update").unwrap();
-    db.execute("UPDATE events SET payload = '{\"amount\":900}' WHERE position = 2", []).unwrap();
+    db.execute_batch("DROP TRIGGER events_append_only_update")
+        .unwrap();
+    db.execute(
+        "UPDATE events SET payload = '{\"amount\":900}' WHERE position = 2",
+        [],
+    )
+    .unwrap();
     drop(db);
 
     let mut verify = ironclad(tmp.path());
@@ -132,7 +168,13 @@ fn tampering_and_truncation_fail_verify_with_exit_3() {
     let out = verify.output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("EventHash") && stderr.contains("\"ledger\"") && stderr.contains("version 2") && stderr.contains("position 2"), "{stderr}");
+    assert!(
+        stderr.contains("EventHash")
+            && stderr.contains("\"ledger\"")
+            && stderr.contains("version 2")
+            && stderr.contains("position 2"),
+        "{stderr}"
+    );
 
     // Truncation: restore a consistent log without the tail, then check against the old head.
     let tmp2 = tempfile::tempdir().unwrap();
@@ -145,7 +187,10 @@ fn tampering_and_truncation_fail_verify_with_exit_3() {
     drop(db);
     let mut plain = ironclad(tmp2.path());
     plain.args(["ledger", "verify"]);
-    assert!(plain.output().unwrap().status.success(), "chain alone cannot see a clean truncation");
+    assert!(
+        plain.output().unwrap().status.success(),
+        "chain alone cannot see a clean truncation"
+    );
     let mut against = ironclad(tmp2.path());
     against.args(["ledger", "verify", "--against", saved.trim()]);
     let out = against.output().unwrap();
@@ -153,29 +198,45 @@ fn tampering_and_truncation_fail_verify_with_exit_3() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("HeadMissing"));
     let mut bad_head = ironclad(tmp2.path());
     bad_head.args(["ledger", "verify", "--against", head_file.to_str().unwrap()]);
-    assert_eq!(bad_head.output().unwrap().status.code(), Some(3), "a head from another log does not match");
+    assert_eq!(
+        bad_head.output().unwrap().status.code(),
+        Some(3),
+        "a head from another log does not match"
+    );
 }
 
 #[test]
 fn second_process_gets_locked_by_pid() {
     let tmp = tempfile::tempdir().unwrap();
     let mut first = ironclad(tmp.path());
-    first.args(["append", "s"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    first
+        .args(["append", "s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = first.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"1\n").unwrap();
     stdin.flush().unwrap();
     // Wait for the first ack: by then the lock is certainly held.
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.contains("\"version\":1"), "{line}");
     let second = append(tmp.path(), "s", "2\n");
     assert_eq!(second.status.code(), Some(5), "locked → exit 5");
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(stderr.contains(&format!("locked by pid {}", child.id())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("locked by pid {}", child.id())),
+        "{stderr}"
+    );
     drop(stdin);
     assert!(child.wait().unwrap().success());
-    assert!(append(tmp.path(), "s", "2\n").status.success(), "lock released on exit");
+    assert!(
+        append(tmp.path(), "s", "2\n").status.success(),
+        "lock released on exit"
+    );
 }
 
 #[test]
@@ -196,7 +257,10 @@ fn migrate_status_and_migrate() {
     let mut status = ironclad(tmp.path());
     status.args(["--json", "migrate", "--status"]);
     let s = json_lines(&status.output().unwrap().stdout).remove(0);
-    assert_eq!((s["db_version"].as_u64(), s["binary_version"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (s["db_version"].as_u64(), s["binary_version"].as_u64()),
+        (Some(1), Some(1))
+    );
 }
 
 #[test]
@@ -205,7 +269,11 @@ fn demo_appends_and_verifies() {
     let mut demo = ironclad(tmp.path());
     demo.args(["--json", "demo", "--producers", "4", "--appends", "50"]);
     let out = demo.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = json_lines(&out.stdout).remove(0);
     let appended = s["appended_events"].as_u64().unwrap();
     assert!(appended >= 200, "4 producers × 50 appends of 1–3 events");
@@ -216,17 +284,40 @@ fn demo_appends_and_verifies() {
 fn bench_reports_rates_and_baseline() {
     let tmp = tempfile::tempdir().unwrap();
     let mut bench = ironclad(tmp.path());
-    bench.args(["--json", "bench", "append", "--producers", "4", "--events", "400", "--baseline", "--baseline-events", "20", "--dir"]);
+    bench.args([
+        "--json",
+        "bench",
+        "append",
+        "--producers",
+        "4",
+        "--events",
+        "400",
+        "--baseline",
+        "--baseline-events",
+        "20",
+        "--dir",
+    ]);
     bench.arg(tmp.path());
     let out = bench.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = json_lines(&out.stdout).remove(0);
     assert_eq!(r["events"], 400);
     assert!(r["events_per_s"].as_f64().unwrap() > 0.0);
     assert!(r["ack_p99_ms"].as_f64().unwrap() >= r["ack_p50_ms"].as_f64().unwrap());
     assert!(r["ratio_vs_baseline"].as_f64().is_some());
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".ironclad-bench-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".ironclad-bench-")
+        })
+        .collect();
     assert!(leftovers.is_empty(), "scratch directory removed");
 }
 

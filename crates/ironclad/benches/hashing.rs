@@ -36,24 +36,32 @@ fn bench(c: &mut Criterion) {
         };
         group.throughput(Throughput::Bytes(size as u64));
         let mut scratch = Vec::with_capacity(8192);
-        group.bench_with_input(BenchmarkId::new("canonical_bytes", size), &fields, |b, f| {
-            b.iter(|| canonical_bytes(black_box(f), &mut scratch))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("canonical_bytes", size),
+            &fields,
+            |b, f| b.iter(|| canonical_bytes(black_box(f), &mut scratch)),
+        );
         group.bench_with_input(BenchmarkId::new("event_hash", size), &fields, |b, f| {
             b.iter(|| event_hash(HASH_VERSION, &ZERO_HASH, black_box(f), &mut scratch))
         });
-        group.bench_with_input(BenchmarkId::new("event_and_global_hash", size), &fields, |b, f| {
-            b.iter(|| {
-                let h = event_hash(HASH_VERSION, &ZERO_HASH, black_box(f), &mut scratch)
-                    .unwrap_or(ZERO_HASH);
-                global_hash(HASH_VERSION, &ZERO_HASH, f.position, &h)
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("event_and_global_hash", size),
+            &fields,
+            |b, f| {
+                b.iter(|| {
+                    let h = event_hash(HASH_VERSION, &ZERO_HASH, black_box(f), &mut scratch)
+                        .unwrap_or(ZERO_HASH);
+                    global_hash(HASH_VERSION, &ZERO_HASH, f.position, &h)
+                })
+            },
+        );
         let events = vec![NewEvent::new("order.placed", body.clone())];
         let limits = Limits::default();
-        group.bench_with_input(BenchmarkId::new("validate_append", size), &events, |b, e| {
-            b.iter(|| validate_append("orders-42", black_box(e), &limits))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("validate_append", size),
+            &events,
+            |b, e| b.iter(|| validate_append("orders-42", black_box(e), &limits)),
+        );
     }
     group.finish();
 }

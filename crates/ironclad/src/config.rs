@@ -30,7 +30,9 @@ impl FromStr for Durability {
         match s {
             "fsync" => Ok(Durability::Fsync),
             "os" => Ok(Durability::Os),
-            other => Err(format!("unknown durability {other:?}: use \"fsync\" or \"os\"")),
+            other => Err(format!(
+                "unknown durability {other:?}: use \"fsync\" or \"os\""
+            )),
         }
     }
 }
@@ -104,7 +106,9 @@ impl JournalConfig {
         if self.queue_bytes_max < self.limits.payload_bytes_max + 64 * 1024 {
             return bad("queue_bytes_max must exceed payload_bytes_max by at least 64 KiB, or a single largest event could never be queued");
         }
-        if u32::try_from(self.queue_bytes_max).is_err() || u32::try_from(self.queue_events_max).is_err() {
+        if u32::try_from(self.queue_bytes_max).is_err()
+            || u32::try_from(self.queue_events_max).is_err()
+        {
             return bad("queue_events_max and queue_bytes_max must each be below 4 GiB");
         }
         Ok(())

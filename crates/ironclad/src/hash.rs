@@ -181,8 +181,14 @@ mod tests {
         let mut canonical = Vec::new();
         canonical_bytes(&f, &mut canonical);
         assert_eq!(hex::encode(&canonical), "0123456789abcdef0123456789abcdef000000086f72646572732d310000000000000001000000000000000100060a24181e40000000000c6f726465722e706c616365640101000000076f726465722d310000000c7b22746f74616c223a34327d00000001000000016b0000000176");
-        assert_eq!(hex::encode(h), "85cf28dca15b6e79c0657cc9375e6f6dd7d766c0db7b0d495b956f2a9fa8c881");
-        assert_eq!(hex::encode(g), "0c6d1dde26cc6fbb7cea3a97cb3483d7fc69202ef6ecf38fcdd9c352578fe6b8");
+        assert_eq!(
+            hex::encode(h),
+            "85cf28dca15b6e79c0657cc9375e6f6dd7d766c0db7b0d495b956f2a9fa8c881"
+        );
+        assert_eq!(
+            hex::encode(g),
+            "0c6d1dde26cc6fbb7cea3a97cb3483d7fc69202ef6ecf38fcdd9c352578fe6b8"
+        );
     }
 
     #[test]

@@ -137,17 +137,17 @@ impl ChainVerifier {
             payload: &ev.payload,
             metadata: &ev.metadata,
         };
-        let recomputed = match event_hash(ev.hash_version, &ev.prev_hash, &fields, &mut self.scratch)
-        {
-            Ok(h) => h,
-            Err(e) => {
-                return Err(mismatch(
-                    MismatchKind::UnknownHashVersion,
-                    crate::hash::HASH_VERSION.to_string(),
-                    e.found.to_string(),
-                ))
-            }
-        };
+        let recomputed =
+            match event_hash(ev.hash_version, &ev.prev_hash, &fields, &mut self.scratch) {
+                Ok(h) => h,
+                Err(e) => {
+                    return Err(mismatch(
+                        MismatchKind::UnknownHashVersion,
+                        crate::hash::HASH_VERSION.to_string(),
+                        e.found.to_string(),
+                    ))
+                }
+            };
         if recomputed != ev.hash {
             return Err(mismatch(
                 MismatchKind::EventHash,

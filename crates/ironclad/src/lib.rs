@@ -31,7 +31,9 @@ pub mod store;
 pub mod validate;
 
 pub use config::{Durability, JournalConfig};
-pub use error::{AppendError, ControlError, MigrateError, OpenError, ReadError, StoreError, VerifyError};
+pub use error::{
+    AppendError, ControlError, MigrateError, OpenError, ReadError, StoreError, VerifyError,
+};
 pub use expected::WrongExpectedVersion;
 pub use journal::{AppendTicket, Journal, LogReader, VerifyOptions, VerifyReport, READ_LIMIT_MAX};
 pub use ledger::{LedgerMismatch, MismatchKind};

@@ -25,13 +25,41 @@ pub const ACK_LATENCY_SECONDS: &str = "ironclad_ingest_ack_latency_seconds";
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!(QUEUE_DEPTH_EVENTS, Unit::Count, "Events waiting in the ingest queue");
-    describe_gauge!(QUEUE_CAPACITY_EVENTS, Unit::Count, "Ingest queue capacity in events");
-    describe_gauge!(QUEUE_DEPTH_BYTES, Unit::Bytes, "Bytes waiting in the ingest queue");
-    describe_gauge!(QUEUE_CAPACITY_BYTES, Unit::Bytes, "Ingest queue capacity in bytes");
+    describe_gauge!(
+        QUEUE_DEPTH_EVENTS,
+        Unit::Count,
+        "Events waiting in the ingest queue"
+    );
+    describe_gauge!(
+        QUEUE_CAPACITY_EVENTS,
+        Unit::Count,
+        "Ingest queue capacity in events"
+    );
+    describe_gauge!(
+        QUEUE_DEPTH_BYTES,
+        Unit::Bytes,
+        "Bytes waiting in the ingest queue"
+    );
+    describe_gauge!(
+        QUEUE_CAPACITY_BYTES,
+        Unit::Bytes,
+        "Ingest queue capacity in bytes"
+    );
     describe_counter!(REJECTED_TOTAL, Unit::Count, "Appends refused, by reason");
-    describe_counter!(APPENDED_EVENTS_TOTAL, Unit::Count, "Events durably appended");
+    describe_counter!(
+        APPENDED_EVENTS_TOTAL,
+        Unit::Count,
+        "Events durably appended"
+    );
     describe_histogram!(COMMIT_BATCH_EVENTS, Unit::Count, "Events per group commit");
-    describe_histogram!(COMMIT_LATENCY_SECONDS, Unit::Seconds, "Group commit latency");
-    describe_histogram!(ACK_LATENCY_SECONDS, Unit::Seconds, "Enqueue to durable ack latency");
+    describe_histogram!(
+        COMMIT_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Group commit latency"
+    );
+    describe_histogram!(
+        ACK_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Enqueue to durable ack latency"
+    );
 }

@@ -66,7 +66,9 @@ pub enum ValidationError {
         max: usize,
     },
     /// The stream name contains a control character.
-    #[error("stream name contains control character U+{code:04X} at byte {byte_offset}: remove it")]
+    #[error(
+        "stream name contains control character U+{code:04X} at byte {byte_offset}: remove it"
+    )]
     StreamNameControlChar {
         /// Byte offset of the character.
         byte_offset: usize,
@@ -77,7 +79,9 @@ pub enum ValidationError {
     #[error("append holds no events: pass at least one")]
     NoEvents,
     /// The append holds more events than allowed.
-    #[error("append holds {count} events, more than the limit of {max}: split it into several appends")]
+    #[error(
+        "append holds {count} events, more than the limit of {max}: split it into several appends"
+    )]
     TooManyEvents {
         /// How many were given.
         count: usize,
@@ -324,7 +328,10 @@ mod tests {
     fn deep_json_is_rejected_not_overflowed() {
         let deep = "[".repeat(100_000) + &"]".repeat(100_000);
         let err = validate_append("s", &[NewEvent::new("t", deep)], &Limits::default());
-        assert!(matches!(err, Err(ValidationError::PayloadTooDeep { max: 64, .. })));
+        assert!(matches!(
+            err,
+            Err(ValidationError::PayloadTooDeep { max: 64, .. })
+        ));
         let ok = "[".repeat(64) + &"]".repeat(64);
         assert!(validate_append("s", &[NewEvent::new("t", ok)], &Limits::default()).is_ok());
         let in_string = format!("\"{}\"", "[".repeat(100));

@@ -92,7 +92,11 @@ impl<S: Store> Journal<S> {
     /// Starts a journal over any store. `lock` is held by the writer thread
     /// and released when it exits (after shutdown, or after the last handle
     /// is dropped and the queue has drained).
-    pub fn with_store(store: S, config: JournalConfig, lock: Option<DataDirLock>) -> Result<Self, OpenError> {
+    pub fn with_store(
+        store: S,
+        config: JournalConfig,
+        lock: Option<DataDirLock>,
+    ) -> Result<Self, OpenError> {
         config.check()?;
         let writer = store.open_writer()?;
         let (tx, rx) = mpsc::channel();
@@ -164,7 +168,10 @@ impl<S: Store> Journal<S> {
         let (append, bytes) = self.prepare(stream, expected, events)?;
         let n = permits(append.events.len());
         let closed = |_| self.reject("shutting_down", AppendError::ShuttingDown);
-        let e = Arc::clone(&self.shared.events_sem).acquire_many_owned(n).await.map_err(closed)?;
+        let e = Arc::clone(&self.shared.events_sem)
+            .acquire_many_owned(n)
+            .await
+            .map_err(closed)?;
         let b = Arc::clone(&self.shared.bytes_sem)
             .acquire_many_owned(permits(bytes))
             .await
@@ -183,10 +190,14 @@ impl<S: Store> Journal<S> {
     ) -> Result<AppendTicket, AppendError> {
         let (append, bytes) = self.prepare(stream, expected, events)?;
         let acquire = |sem: &Arc<Semaphore>, n: usize, what: &'static str| {
-            Arc::clone(sem).try_acquire_many_owned(permits(n)).map_err(|e| match e {
-                TryAcquireError::NoPermits => self.reject("full", AppendError::Full { what }),
-                TryAcquireError::Closed => self.reject("shutting_down", AppendError::ShuttingDown),
-            })
+            Arc::clone(sem)
+                .try_acquire_many_owned(permits(n))
+                .map_err(|e| match e {
+                    TryAcquireError::NoPermits => self.reject("full", AppendError::Full { what }),
+                    TryAcquireError::Closed => {
+                        self.reject("shutting_down", AppendError::ShuttingDown)
+                    }
+                })
         };
         let e = acquire(&self.shared.events_sem, append.events.len(), "events")?;
         let b = acquire(&self.shared.bytes_sem, bytes, "bytes")?;
@@ -215,7 +226,10 @@ impl<S: Store> Journal<S> {
         self.shared.events_sem.close();
         self.shared.bytes_sem.close();
         let (reply, rx) = oneshot::channel();
-        let sent = self.shared.tx.send(Command::Control(Control::Shutdown(reply)));
+        let sent = self
+            .shared
+            .tx
+            .send(Command::Control(Control::Shutdown(reply)));
         let result = if sent.is_err() {
             Err(ControlError::WriterGone)
         } else {
@@ -225,7 +239,12 @@ impl<S: Store> Journal<S> {
                 Err(_) => return Err(ControlError::DeadlineExceeded),
             }
         };
-        let handle = self.shared.writer_thread.lock().ok().and_then(|mut h| h.take());
+        let handle = self
+            .shared
+            .writer_thread
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take());
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
@@ -262,7 +281,10 @@ impl<S: Store> Journal<S> {
             };
             return Err(self.reject("invalid", e.into()));
         }
-        let ids = events.iter().map(|e| e.id.unwrap_or_else(Uuid::now_v7)).collect();
+        let ids = events
+            .iter()
+            .map(|e| e.id.unwrap_or_else(Uuid::now_v7))
+            .collect();
         Ok((
             PreparedAppend {
                 stream: stream.to_string(),

@@ -11,7 +11,9 @@ use crate::config::JournalConfig;
 use crate::error::{MigrateError, OpenError, ReadError, VerifyError};
 use crate::ledger::{check_against_head, ChainVerifier};
 use crate::model::{LedgerHead, RecordedEvent, StreamHead};
-use crate::store::sqlite::{open_connection, schema_status, SqliteOptions, SqliteStore, SCHEMA_VERSION};
+use crate::store::sqlite::{
+    open_connection, schema_status, SqliteOptions, SqliteStore, SCHEMA_VERSION,
+};
 use crate::store::Store;
 use crate::validate::{validate_stream_name, Limits};
 
@@ -85,7 +87,10 @@ impl LogReader<SqliteStore> {
             )));
         }
         drop(conn);
-        Ok(LogReader::new(Arc::new(SqliteStore::unmigrated(opts)), config.limits.clone()))
+        Ok(LogReader::new(
+            Arc::new(SqliteStore::unmigrated(opts)),
+            config.limits.clone(),
+        ))
     }
 }
 
@@ -112,7 +117,12 @@ impl<S: Store> LogReader<S> {
 
     /// Up to `limit` (≤ [`READ_LIMIT_MAX`]) events of `stream` from
     /// `from_version` on. Blocking: call from `spawn_blocking` in async code.
-    pub fn read(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+    pub fn read(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
         validate_stream_name(stream, &self.limits)?;
         Ok(self
             .store
@@ -121,7 +131,11 @@ impl<S: Store> LogReader<S> {
 
     /// Up to `limit` (≤ [`READ_LIMIT_MAX`]) events from `from_position` on,
     /// in position order. Blocking.
-    pub fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+    pub fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
         Ok(self
             .store
             .read_all(from_position.max(1), limit.min(READ_LIMIT_MAX))?)

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::expected::WrongExpectedVersion;
-use crate::model::{AppendResult, ExpectedVersion, LedgerHead, NewEvent, RecordedEvent, StreamHead};
+use crate::model::{
+    AppendResult, ExpectedVersion, LedgerHead, NewEvent, RecordedEvent, StreamHead,
+};
 
 /// One validated append, with every event id resolved.
 #[derive(Debug, Clone)]

@@ -62,7 +62,9 @@ fn read_version(c: &Connection) -> Result<u32, StoreError> {
     if !table_exists(c, "schema_migrations")? {
         return Ok(0);
     }
-    let v: Option<i64> = c.query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0))?;
+    let v: Option<i64> = c.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+        r.get(0)
+    })?;
     let v = v.unwrap_or(0);
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v} out of range")))
 }
@@ -103,11 +105,14 @@ pub fn schema_status(c: &Connection) -> Result<MigrationStatus, StoreError> {
 pub fn migrate(c: &mut Connection) -> Result<Vec<u32>, MigrateError> {
     let mut applied = Vec::new();
     loop {
-        c.execute_batch("BEGIN IMMEDIATE").map_err(StoreError::from)?;
+        c.execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::from)?;
         match step(c) {
             Ok(Some(v)) => {
-                c.execute_batch("COMMIT")
-                    .map_err(|e| MigrateError::Step { to: v, source: e.into() })?;
+                c.execute_batch("COMMIT").map_err(|e| MigrateError::Step {
+                    to: v,
+                    source: e.into(),
+                })?;
                 tracing::info!(version = v, "applied schema migration");
                 applied.push(v);
             }
@@ -140,7 +145,10 @@ fn step(c: &Connection) -> Result<Option<u32>, MigrateError> {
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
         rusqlite::params![m.to, m.name, crate::clock::now_us()],
     )
-    .map_err(|e| MigrateError::Step { to: m.to, source: e.into() })?;
+    .map_err(|e| MigrateError::Step {
+        to: m.to,
+        source: e.into(),
+    })?;
     Ok(Some(m.to))
 }
 
@@ -221,7 +229,8 @@ fn copy_legacy_v0(c: &Connection) -> Result<(), StoreError> {
         let payload: String = r.get(5)?;
         let created_at_ms: i64 = r.get(6)?;
         let bad = |what: String| StoreError::Corrupt(format!("legacy v0 row seq {seq}: {what}"));
-        let id = Uuid::parse_str(&id_text).map_err(|e| bad(format!("id {id_text:?} is not a UUID: {e}")))?;
+        let id = Uuid::parse_str(&id_text)
+            .map_err(|e| bad(format!("id {id_text:?} is not a UUID: {e}")))?;
         let position = u64::try_from(seq).map_err(|_| bad("negative seq".into()))?;
         if position <= global.0 {
             return Err(bad("seq not increasing".into()));
@@ -255,7 +264,8 @@ fn copy_legacy_v0(c: &Connection) -> Result<(), StoreError> {
         };
         let h = event_hash(HASH_VERSION, &last_hash, &fields, &mut scratch)
             .map_err(|e| bad(e.to_string()))?;
-        let g = global_hash(HASH_VERSION, &global.1, position, &h).map_err(|e| bad(e.to_string()))?;
+        let g =
+            global_hash(HASH_VERSION, &global.1, position, &h).map_err(|e| bad(e.to_string()))?;
         insert_event.execute(rusqlite::params![
             seq,
             id.as_bytes().as_slice(),
@@ -275,9 +285,14 @@ fn copy_legacy_v0(c: &Connection) -> Result<(), StoreError> {
         global = (position, g);
     }
     for (stream_id, version, hash) in streams.values() {
-        update_stream.execute(rusqlite::params![stream_id, *version as i64, hash.as_slice()])?;
+        update_stream.execute(rusqlite::params![
+            stream_id,
+            *version as i64,
+            hash.as_slice()
+        ])?;
     }
-    let legacy_count: i64 = c.query_row("SELECT count(*) FROM legacy_v0_events", [], |r| r.get(0))?;
+    let legacy_count: i64 =
+        c.query_row("SELECT count(*) FROM legacy_v0_events", [], |r| r.get(0))?;
     let new_count: i64 = c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
     if legacy_count != new_count {
         return Err(StoreError::Corrupt(format!(

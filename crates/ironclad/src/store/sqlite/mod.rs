@@ -42,7 +42,10 @@ pub struct SqliteStore {
 }
 
 /// Opens a connection with the pragmas Ironclad relies on.
-pub(crate) fn open_connection(opts: &SqliteOptions, read_only: bool) -> Result<Connection, StoreError> {
+pub(crate) fn open_connection(
+    opts: &SqliteOptions,
+    read_only: bool,
+) -> Result<Connection, StoreError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -66,7 +69,7 @@ pub(crate) fn open_connection(opts: &SqliteOptions, read_only: bool) -> Result<C
         };
         conn.execute_batch(&format!(
             "PRAGMA synchronous={sync};
-             PRAGMA wal_autocheckpoint=4096;
+             PRAGMA wal_autocheckpoint=1000;
              PRAGMA journal_size_limit=67108864;
              PRAGMA cache_size=-65536;
              PRAGMA temp_store=MEMORY;"
@@ -181,7 +184,10 @@ impl Store for SqliteStore {
                 "SELECT name, version, head_hash FROM streams
                  WHERE name > ?1 AND version > 0 ORDER BY name LIMIT ?2",
             )?;
-            let rows = stmt.query_map(rusqlite::params![after, rows::limit(limit)], rows::head_from_row)?;
+            let rows = stmt.query_map(
+                rusqlite::params![after, rows::limit(limit)],
+                rows::head_from_row,
+            )?;
             let mut out = Vec::new();
             for r in rows {
                 out.push(r??);

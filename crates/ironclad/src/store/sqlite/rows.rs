@@ -72,8 +72,9 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RecordedE
     let global_hash: Vec<u8> = row.get(13)?;
     Ok((|| {
         Ok(RecordedEvent {
-            id: Uuid::from_slice(&id)
-                .map_err(|_| StoreError::Corrupt(format!("event id at position {position} is not 16 bytes")))?,
+            id: Uuid::from_slice(&id).map_err(|_| {
+                StoreError::Corrupt(format!("event id at position {position} is not 16 bytes"))
+            })?,
             stream,
             version: to_u64(version, "version")?,
             position: to_u64(position, "position")?,
@@ -81,7 +82,9 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RecordedE
             op: u8::try_from(op)
                 .ok()
                 .and_then(Op::from_code)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown op code {op} at position {position}")))?,
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("unknown op code {op} at position {position}"))
+                })?,
             entity,
             payload,
             metadata: metadata_from(metadata)?,

@@ -116,7 +116,17 @@ impl SqliteWriter {
             };
             let actual = known.map_or(0, |s| s.version);
             if let Err(w) = check_expected(cmd.expected, actual) {
-                outcomes.push(Err(AppendRejection::WrongExpectedVersion(w)));
+                // Idempotency comes before the version check: a resend of an
+                // append that already committed finds its stream moved on by
+                // that very append, and must get `AlreadyAppended` (or a
+                // conflict), not `WrongExpectedVersion`. Only this rejection
+                // path pays for the id lookup.
+                let known = if slow[i] {
+                    None
+                } else {
+                    existing_outcome(conn, cmd)?
+                };
+                outcomes.push(known.unwrap_or(Err(AppendRejection::WrongExpectedVersion(w))));
                 continue;
             }
             let mut state = match known {
@@ -193,7 +203,11 @@ impl SqliteWriter {
             "UPDATE streams SET version = ?2, head_hash = ?3 WHERE stream_id = ?1",
         )?;
         for s in touched.values() {
-            head.execute(rusqlite::params![s.stream_id, to_i64(s.version), s.hash.as_slice()])?;
+            head.execute(rusqlite::params![
+                s.stream_id,
+                to_i64(s.version),
+                s.hash.as_slice()
+            ])?;
         }
         drop(head);
         conn.execute_batch("COMMIT")?;
@@ -219,8 +233,9 @@ fn load_stream(conn: &Connection, name: &str) -> Result<Option<StreamState>, Sto
         None => Ok(None),
         Some((stream_id, version, hash)) => Ok(Some(StreamState {
             stream_id,
-            version: u64::try_from(version)
-                .map_err(|_| StoreError::Corrupt(format!("stream {name:?} has version {version}")))?,
+            version: u64::try_from(version).map_err(|_| {
+                StoreError::Corrupt(format!("stream {name:?} has version {version}"))
+            })?,
             hash: rows::hash_from(&hash, "head_hash")?,
         })),
     }
@@ -251,7 +266,16 @@ fn existing_outcome(
     let mut missing = None;
     let mut differs = None;
     for (id, ev) in cmd.ids.iter().zip(&cmd.events) {
-        type Row = (String, String, i64, Option<String>, String, Option<String>, i64, i64);
+        type Row = (
+            String,
+            String,
+            i64,
+            Option<String>,
+            String,
+            Option<String>,
+            i64,
+            i64,
+        );
         let row: Option<Row> = stmt
             .query_row([id.as_bytes().as_slice()], |r| {
                 Ok((
@@ -347,11 +371,11 @@ impl StoreWriter for SqliteWriter {
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
-        let (busy, _log, _done): (i64, i64, i64) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
+        let (busy, _log, _done): (i64, i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
         if busy != 0 {
             tracing::warn!("WAL checkpoint could not truncate: readers still hold old snapshots");
         }

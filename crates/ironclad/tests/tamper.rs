@@ -1,0 +1,297 @@
+//! Guards the tamper-evident ledger (SPEC §3): the database's own triggers
+//! reject UPDATE and DELETE on events; an edited payload is reported as an
+//! `EventHash` mismatch at exactly the edited event; a truncated log still
+//! chains but fails against an exported head (`HeadMissing`); a rewritten
+//! tail that chains perfectly still fails against the exported head
+//! (`HeadMismatch`). Edits are made with a separate rusqlite connection to
+//! the closed journal's file, as an attacker with file access would.
+
+mod common;
+
+use std::path::Path;
+
+use ironclad::{
+    ExpectedVersion, LedgerHead, MismatchKind, NewEvent, RecordedEvent, VerifyError, VerifyOptions,
+};
+
+const STREAMS: [&str; 3] = ["orders-1", "orders-2", "audit"];
+
+/// Writes 30 events over three streams and shuts down; returns them.
+async fn populate(dir: &Path) -> Vec<RecordedEvent> {
+    let journal = common::open(common::fast_config(dir));
+    for i in 0..10 {
+        for s in STREAMS {
+            let payload =
+                serde_json::json!({ "n": i, "note": format!("entry {i} for {s}"), "ok": true });
+            journal
+                .append(
+                    s,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::from_value("entry.added", &payload)],
+                )
+                .await
+                .expect("append");
+        }
+    }
+    let events = common::read_everything(&journal);
+    assert_eq!(events.len(), 30);
+    common::verify_ok(&journal);
+    common::shutdown(&journal).await;
+    events
+}
+
+fn verify(dir: &Path, against: Option<LedgerHead>) -> Result<ironclad::VerifyReport, VerifyError> {
+    let reader = ironclad::LogReader::open_sqlite(&common::config(dir)).expect("open reader");
+    reader.verify(
+        &VerifyOptions {
+            stream: None,
+            against,
+        },
+        &mut |_| {},
+    )
+}
+
+fn mismatch(r: Result<ironclad::VerifyReport, VerifyError>) -> ironclad::LedgerMismatch {
+    match r {
+        Err(VerifyError::Mismatch(m)) => *m,
+        other => panic!("expected a ledger mismatch, got {other:?}"),
+    }
+}
+
+fn payload_at(conn: &rusqlite::Connection, position: u64) -> String {
+    conn.query_row(
+        "SELECT payload FROM events WHERE position = ?1",
+        [position as i64],
+        |r| r.get(0),
+    )
+    .expect("payload")
+}
+
+#[tokio::test]
+async fn triggers_reject_update_and_delete() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let events = populate(&dir).await;
+    let conn = common::raw_connection(&dir);
+    let target = &events[4];
+    let before = payload_at(&conn, target.position);
+
+    let err = conn
+        .execute(
+            "UPDATE events SET payload = '{\"n\":999}' WHERE position = ?1",
+            [target.position as i64],
+        )
+        .expect_err("UPDATE on events must be rejected");
+    assert!(err.to_string().contains("append-only"), "message: {err}");
+
+    let err = conn
+        .execute(
+            "DELETE FROM events WHERE position = ?1",
+            [target.position as i64],
+        )
+        .expect_err("DELETE on events must be rejected");
+    assert!(err.to_string().contains("append-only"), "message: {err}");
+    let err = conn
+        .execute("DELETE FROM events", [])
+        .expect_err("bulk DELETE rejected");
+    assert!(err.to_string().contains("append-only"), "message: {err}");
+
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 30, "nothing was deleted");
+    assert_eq!(
+        payload_at(&conn, target.position),
+        before,
+        "nothing was updated"
+    );
+    drop(conn);
+    assert_eq!(
+        verify(&dir, None).expect("untouched log verifies").checked,
+        30
+    );
+}
+
+#[tokio::test]
+async fn edited_payload_is_reported_at_that_event() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let events = populate(&dir).await;
+    let target = events
+        .iter()
+        .find(|e| e.stream == "orders-2" && e.version == 6)
+        .expect("target event")
+        .clone();
+
+    let conn = common::raw_connection(&dir);
+    conn.execute_batch("DROP TRIGGER events_append_only_update")
+        .unwrap();
+    let original = payload_at(&conn, target.position);
+    // Flip one bit of one ASCII letter of the note: still valid UTF-8 and JSON.
+    let mut bytes = original.clone().into_bytes();
+    let at = original.find("entry").expect("note text") + 1;
+    bytes[at] ^= 0x01;
+    let edited = String::from_utf8(bytes).expect("still UTF-8");
+    assert_ne!(edited, original);
+    serde_json::from_str::<serde_json::Value>(&edited).expect("still JSON");
+    let changed = conn
+        .execute(
+            "UPDATE events SET payload = ?1 WHERE position = ?2",
+            rusqlite::params![edited, target.position as i64],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+
+    let m = mismatch(verify(&dir, None));
+    assert_eq!(m.kind, MismatchKind::EventHash, "{m}");
+    assert_eq!(m.stream, target.stream);
+    assert_eq!(m.version, target.version);
+    assert_eq!(m.position, target.position);
+    assert_eq!(
+        m.actual,
+        hex::encode(target.hash),
+        "the stored hash is reported as found"
+    );
+    assert_ne!(m.expected, m.actual);
+    let text = m.to_string();
+    assert!(
+        text.contains(&target.stream) && text.contains(&target.position.to_string()),
+        "{text}"
+    );
+
+    // A stream-only check of that stream finds the same event; other streams pass.
+    let reader = ironclad::LogReader::open_sqlite(&common::config(&dir)).unwrap();
+    let only = |s: &str| {
+        reader.verify(
+            &VerifyOptions {
+                stream: Some(s.to_string()),
+                against: None,
+            },
+            &mut |_| {},
+        )
+    };
+    let m2 = mismatch(only("orders-2"));
+    assert_eq!(
+        (m2.kind, m2.version, m2.position),
+        (MismatchKind::EventHash, target.version, target.position)
+    );
+    assert_eq!(
+        only("orders-1").expect("untouched stream verifies").checked,
+        10
+    );
+}
+
+#[tokio::test]
+async fn edited_global_hash_is_reported() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let events = populate(&dir).await;
+    let target = events[17].clone();
+    let conn = common::raw_connection(&dir);
+    conn.execute_batch("DROP TRIGGER events_append_only_update")
+        .unwrap();
+    let mut forged = target.global_hash;
+    forged[0] ^= 0xff;
+    conn.execute(
+        "UPDATE events SET global_hash = ?1 WHERE position = ?2",
+        rusqlite::params![forged.as_slice(), target.position as i64],
+    )
+    .unwrap();
+    drop(conn);
+    let m = mismatch(verify(&dir, None));
+    assert_eq!(m.kind, MismatchKind::GlobalHash, "{m}");
+    assert_eq!(
+        (m.stream.as_str(), m.version, m.position),
+        (target.stream.as_str(), target.version, target.position)
+    );
+    assert_eq!(m.expected, hex::encode(target.global_hash));
+    assert_eq!(m.actual, hex::encode(forged));
+}
+
+#[tokio::test]
+async fn truncation_and_rewrite_are_caught_only_against_an_exported_head() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let events = populate(&dir).await;
+    let last = events.last().unwrap().clone();
+
+    let reader = ironclad::LogReader::open_sqlite(&common::config(&dir)).unwrap();
+    let head = reader.ledger_head().unwrap().expect("head");
+    assert_eq!(head.position, last.position);
+    assert_eq!(head.hash, last.global_hash);
+    drop(reader);
+    assert!(
+        verify(&dir, Some(head)).is_ok(),
+        "an intact log matches its own head"
+    );
+
+    // (c) Truncation: drop the trigger and delete the last event.
+    let conn = common::raw_connection(&dir);
+    conn.execute_batch("DROP TRIGGER events_append_only_delete")
+        .unwrap();
+    assert_eq!(
+        conn.execute(
+            "DELETE FROM events WHERE position = ?1",
+            [last.position as i64]
+        )
+        .unwrap(),
+        1
+    );
+    let report = verify(&dir, None).expect("a truncated log still chains");
+    assert_eq!(report.checked, 29);
+    assert_eq!(report.head.map(|h| h.position), Some(last.position - 1));
+    let m = mismatch(verify(&dir, Some(head)));
+    assert_eq!(m.kind, MismatchKind::HeadMissing, "{m}");
+    assert_eq!(m.position, head.position);
+    assert_eq!(m.expected, hex::encode(head.hash));
+
+    // (d) Rewrite: make the stream head consistent again, as a careful
+    // attacker would, then let the journal append a different event. It
+    // lands at the same position with a valid chain but a different hash.
+    conn.execute(
+        "UPDATE streams SET version = ?1, head_hash = ?2 WHERE name = ?3",
+        rusqlite::params![
+            (last.version - 1) as i64,
+            last.prev_hash.as_slice(),
+            last.stream
+        ],
+    )
+    .unwrap();
+    drop(conn);
+    let journal = common::open(common::fast_config(&dir));
+    let r = journal
+        .append(
+            &last.stream,
+            ExpectedVersion::Exact(last.version - 1),
+            vec![NewEvent::new(
+                "entry.added",
+                r#"{"n":9,"note":"rewritten history","ok":false}"#,
+            )],
+        )
+        .await
+        .expect("append onto the rewritten tail");
+    assert_eq!(
+        r.events[0].position, last.position,
+        "same position as the deleted event"
+    );
+    assert_eq!(
+        r.events[0].version, last.version,
+        "same version as the deleted event"
+    );
+    common::shutdown(&journal).await;
+
+    let report = verify(&dir, None).expect("the rewritten log chains on its own");
+    assert_eq!(report.checked, 30);
+    let new_head = report.head.expect("head");
+    assert_eq!(new_head.position, head.position);
+    assert_ne!(new_head.hash, head.hash);
+    let m = mismatch(verify(&dir, Some(head)));
+    assert_eq!(m.kind, MismatchKind::HeadMismatch, "{m}");
+    assert_eq!(
+        (m.stream.as_str(), m.version, m.position),
+        (last.stream.as_str(), last.version, last.position)
+    );
+    assert_eq!(m.expected, hex::encode(head.hash));
+    assert_eq!(m.actual, hex::encode(new_head.hash));
+}
