@@ -5,13 +5,16 @@
 //! prints one ack line per event once it is durable. Bad lines are reported
 //! on stderr with their line number; good lines are still appended.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
-use ironclad::{AppendStatus, AppendTicket, Durability, ExpectedVersion, Journal, NewEvent};
-use serde::Serialize;
+use ironclad::{AppendStatus, AppendTicket, Durability, ExpectedVersion, Journal, NewEvent, Op};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use uuid::Uuid;
 
 use tokio::sync::mpsc;
 
@@ -33,6 +36,12 @@ pub struct AppendArgs {
     /// Acknowledge after fsync (default) or after the OS has the write.
     #[arg(long, default_value = "fsync")]
     pub durability: Durability,
+    /// Each line is an envelope `{"id"?, "type"?, "op"?, "entity"?, "metadata"?, "payload"}`
+    /// instead of a bare payload. Giving ids makes a re-run of the same
+    /// import idempotent: lines already appended are acknowledged again with
+    /// `"already_appended": true` and not written twice.
+    #[arg(long)]
+    pub envelope: bool,
     /// Longest stdin line accepted, in bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub line_bytes_max: usize,
@@ -135,7 +144,24 @@ async fn read_lines(
                 Some(v) => ExpectedVersion::Exact(v + good),
                 None => ExpectedVersion::Any,
             };
-            let event = NewEvent::new(args.event_type.clone(), text.to_string());
+            let event = if args.envelope {
+                match parse_envelope(text, &args.event_type) {
+                    Ok(e) => e,
+                    Err(error) => {
+                        send(
+                            &tx,
+                            Item::Rejected {
+                                line: line_no,
+                                error,
+                            },
+                        )
+                        .await?;
+                        continue;
+                    }
+                }
+            } else {
+                NewEvent::new(args.event_type.clone(), text.to_string())
+            };
             match journal.enqueue(&args.stream, expected, vec![event]).await {
                 Ok(ticket) => {
                     good += 1;
@@ -153,6 +179,35 @@ async fn read_lines(
         send(&tx, item).await?;
     }
     Ok(())
+}
+
+/// One `--envelope` line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    id: Option<Uuid>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    #[serde(default)]
+    op: Op,
+    entity: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    payload: Box<RawValue>,
+}
+
+fn parse_envelope(text: &str, default_type: &str) -> Result<NewEvent, String> {
+    let env: Envelope = serde_json::from_str(text).map_err(|e| {
+        format!("not an envelope {{\"id\"?, \"type\"?, \"op\"?, \"entity\"?, \"metadata\"?, \"payload\"}}: {e}")
+    })?;
+    Ok(NewEvent {
+        id: env.id,
+        event_type: env.event_type.unwrap_or_else(|| default_type.to_string()),
+        op: env.op,
+        entity: env.entity,
+        payload: env.payload.get().to_string(),
+        metadata: env.metadata,
+    })
 }
 
 async fn send(tx: &mpsc::Sender<Item>, item: Item) -> anyhow::Result<()> {

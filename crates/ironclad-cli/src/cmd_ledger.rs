@@ -47,7 +47,12 @@ pub async fn run(cli: &Cli, action: &LedgerAction) -> CmdResult {
         LedgerAction::Head => {
             match reader.ledger_head()? {
                 Some(head) => output::json_line(&head)?,
-                None => output::json_line(&serde_json::json!({"position": 0, "hash": null}))?,
+                // An empty log: position 0 and the all-zero hash, which
+                // `verify --against` accepts as a prefix of any log.
+                None => output::json_line(&LedgerHead {
+                    position: 0,
+                    hash: [0u8; 32],
+                })?,
             }
             Ok(ExitCode::Ok)
         }
@@ -90,6 +95,10 @@ pub async fn run(cli: &Cli, action: &LedgerAction) -> CmdResult {
                     }
                     Ok(ExitCode::LedgerMismatch)
                 }
+                Err(VerifyError::Usage(msg)) => Err(crate::Failure {
+                    code: ExitCode::Usage,
+                    error: anyhow::anyhow!(msg),
+                }),
                 Err(e) => Err(e.into()),
             }
         }

@@ -3,7 +3,7 @@
 
 use clap::Args;
 use ironclad::lockfile::DataDirLock;
-use ironclad::store::sqlite::{migrate, schema_status, SCHEMA_VERSION};
+use ironclad::store::sqlite::{schema_status, SqliteOptions, SqliteStore, SCHEMA_VERSION};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::{journal_config, output, Cli, CmdResult, ExitCode};
@@ -58,8 +58,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> CmdResult {
         return Ok(ExitCode::Ok);
     }
     let _lock = DataDirLock::acquire(&config.data_dir)?;
-    let mut conn = Connection::open(&path)?;
-    let applied = migrate(&mut conn)?;
+    let applied = SqliteStore::migrate_in_place(&SqliteOptions::from_config(&config))?;
     if cli.json {
         output::json_line(&serde_json::json!({"applied": applied, "version": SCHEMA_VERSION}))?;
     } else if applied.is_empty() {

@@ -183,7 +183,11 @@ fn tampering_and_truncation_fail_verify_with_exit_3() {
     head.args(["ledger", "head"]);
     let saved = String::from_utf8(head.output().unwrap().stdout).unwrap();
     let db = rusqlite::Connection::open(tmp2.path().join("data/ironclad.db")).unwrap();
-    db.execute_batch("DROP TRIGGER events_append_only_delete; DELETE FROM events WHERE position = 3; UPDATE streams SET version = 2").unwrap();
+    db.execute_batch(
+        "DROP TRIGGER events_append_only_delete; DELETE FROM events WHERE position = 3; \
+         UPDATE streams SET version = 2, head_hash = (SELECT hash FROM events WHERE position = 2)",
+    )
+    .unwrap();
     drop(db);
     let mut plain = ironclad(tmp2.path());
     plain.args(["ledger", "verify"]);
@@ -337,4 +341,89 @@ fn usage_errors_exit_2_and_missing_data_is_clear() {
     let out = run_with_stdin(bad_name, "1\n");
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("stream name is empty"));
+}
+
+#[test]
+fn envelope_import_is_idempotent_and_read_is_verbatim() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = concat!(
+        r#"{"id":"0190f3c2-7e5a-7cc0-8000-000000000001","type":"price.set","payload":{"z":1,"a":12345678901234567890123,"f":1.10}}"#,
+        "\n",
+        r#"{"id":"0190f3c2-7e5a-7cc0-8000-000000000002","op":"create","entity":"sku-1","metadata":{"src":"import"},"payload":[1, 2]}"#,
+        "\n",
+        r#"{"payload":1,"bogus":true}"#,
+        "\n",
+    );
+    let mut cmd = ironclad(tmp.path());
+    cmd.args(["append", "prices", "--envelope"]);
+    let first = run_with_stdin(cmd, input);
+    assert_eq!(
+        first.status.code(),
+        Some(4),
+        "the bogus envelope line is rejected"
+    );
+    assert!(String::from_utf8_lossy(&first.stderr).contains("line 3:"));
+    let acks = json_lines(&first.stdout);
+    assert_eq!(acks.len(), 2);
+    assert_eq!(acks[0]["id"], "0190f3c2-7e5a-7cc0-8000-000000000001");
+    assert!(acks[0].get("already_appended").is_none());
+
+    // Re-running the same import writes nothing new.
+    let mut cmd = ironclad(tmp.path());
+    cmd.args(["append", "prices", "--envelope"]);
+    let again = run_with_stdin(cmd, input);
+    let acks2 = json_lines(&again.stdout);
+    assert_eq!(acks2.len(), 2);
+    for (a, b) in acks.iter().zip(&acks2) {
+        assert_eq!(
+            (a["version"].clone(), a["position"].clone()),
+            (b["version"].clone(), b["position"].clone())
+        );
+        assert_eq!(b["already_appended"], true);
+    }
+
+    // `read` emits the stored payload bytes verbatim: key order, big
+    // numbers and number spelling survive.
+    let mut read = ironclad(tmp.path());
+    read.args(["read", "prices"]);
+    let out = String::from_utf8(read.output().unwrap().stdout).unwrap();
+    assert!(
+        out.contains(r#""payload":{"z":1,"a":12345678901234567890123,"f":1.10}"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#""entity":"sku-1""#) && out.contains(r#""op":"create""#),
+        "{out}"
+    );
+}
+
+#[test]
+fn empty_head_and_usage_errors_in_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut migrate = ironclad(tmp.path());
+    migrate.args(["migrate"]);
+    assert!(migrate.output().unwrap().status.success());
+    let mut head = ironclad(tmp.path());
+    head.args(["ledger", "head"]);
+    let empty_head = String::from_utf8(head.output().unwrap().stdout).unwrap();
+    assert_eq!(json_lines(empty_head.as_bytes())[0]["position"], 0);
+    assert!(append(tmp.path(), "s", "1\n").status.success());
+    let mut verify = ironclad(tmp.path());
+    verify.args(["ledger", "verify", "--against", empty_head.trim()]);
+    assert!(
+        verify.output().unwrap().status.success(),
+        "an empty log's head is a prefix of every log"
+    );
+    let mut both = ironclad(tmp.path());
+    both.args([
+        "ledger",
+        "verify",
+        "--stream",
+        "s",
+        "--against",
+        empty_head.trim(),
+    ]);
+    let out = both.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--against"));
 }

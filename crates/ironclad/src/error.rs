@@ -27,6 +27,9 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The operation could not run now because of other connections; retry.
+    #[error("busy: {0}")]
+    Busy(String),
     /// A stored row cannot be decoded: the database is damaged or was edited.
     #[error("corrupt row: {0}; run `ironclad ledger verify` to locate the damage")]
     Corrupt(String),
@@ -115,8 +118,10 @@ pub enum AppendError {
     #[error("journal is shutting down and accepts no new appends")]
     ShuttingDown,
     /// The store failed while committing the batch this append was in. The
-    /// append may be retried with the same ids: idempotency makes it safe.
-    #[error("commit failed, the append was not written: {0}; retry with the same ids")]
+    /// append is not acknowledged: it was most likely not written, but if the
+    /// failure struck after the data reached the disk (e.g. in the final
+    /// fsync) it may be. Retrying with the same ids is safe either way.
+    #[error("commit failed and the append is not acknowledged: {0}; retry with the same ids (idempotency makes a retry safe)")]
     Store(Arc<StoreError>),
     /// The writer thread is gone (it panicked or the journal was dropped).
     #[error("journal writer has stopped: reopen the journal")]
@@ -143,6 +148,12 @@ pub enum ControlError {
     /// The writer thread is gone.
     #[error("journal writer has stopped: reopen the journal")]
     WriterGone,
+    /// A group commit covered by this barrier failed: the appends in it were
+    /// answered with errors and are not durable.
+    #[error(
+        "a commit before this barrier failed, so not everything accepted before it is durable: {0}"
+    )]
+    NotDurable(Arc<StoreError>),
     /// The deadline passed before the queue drained.
     #[error("shutdown deadline passed with work still queued: the writer keeps draining in the background, but acknowledgements after the deadline are not awaited")]
     DeadlineExceeded,
@@ -163,4 +174,7 @@ pub enum VerifyError {
     /// The stream name is invalid.
     #[error("invalid stream: {0}")]
     Invalid(#[from] ValidationError),
+    /// The options cannot be combined.
+    #[error("{0}")]
+    Usage(String),
 }

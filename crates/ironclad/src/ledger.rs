@@ -8,7 +8,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::hash::{event_hash, global_hash, EventFields};
-use crate::model::{Hash, LedgerHead, RecordedEvent, ZERO_HASH};
+use crate::model::{Hash, LedgerHead, RecordedEvent, StreamHead, ZERO_HASH};
 
 /// Which link of the ledger failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,6 +26,9 @@ pub enum MismatchKind {
     PositionOrder,
     /// The row names a hash version this build cannot compute.
     UnknownHashVersion,
+    /// The `streams` table's head (version, hash) disagrees with the chain,
+    /// or a stream in the chain has no head row.
+    StreamHead,
     /// `--against`: the exported head position no longer exists (truncated).
     HeadMissing,
     /// `--against`: the event at the exported head has a different hash (rewritten).
@@ -94,6 +97,37 @@ impl ChainVerifier {
     pub fn head(&self) -> Option<LedgerHead> {
         self.global
             .map(|(position, hash)| LedgerHead { position, hash })
+    }
+
+    /// Checks a stored stream head (the `streams` table) against the chain
+    /// verified so far. Call after every event of that stream was checked.
+    pub fn check_stream_head(&self, head: &StreamHead) -> Result<(), LedgerMismatch> {
+        let (version, hash) = self
+            .streams
+            .get(&head.stream)
+            .copied()
+            .unwrap_or((0, ZERO_HASH));
+        if version == head.version && hash == head.hash {
+            return Ok(());
+        }
+        Err(LedgerMismatch {
+            kind: MismatchKind::StreamHead,
+            stream: head.stream.clone(),
+            version: head.version,
+            position: 0,
+            expected: format!("version {version} hash {}", hex::encode(hash)),
+            actual: format!("version {} hash {}", head.version, hex::encode(head.hash)),
+        })
+    }
+
+    /// The last verified version of `stream` (0 if unseen).
+    pub fn stream_version(&self, stream: &str) -> u64 {
+        self.streams.get(stream).map_or(0, |(v, _)| *v)
+    }
+
+    /// Streams seen in the chain, with their last verified version.
+    pub fn streams(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.streams.iter().map(|(s, (v, _))| (s.as_str(), *v))
     }
 
     /// Verifies the next event.
@@ -189,6 +223,9 @@ pub fn check_against_head(
     head: &LedgerHead,
     found: Option<&RecordedEvent>,
 ) -> Result<(), LedgerMismatch> {
+    if head.position == 0 {
+        return Ok(()); // the head of an empty log is a prefix of every log
+    }
     match found {
         None => Err(LedgerMismatch {
             kind: MismatchKind::HeadMissing,

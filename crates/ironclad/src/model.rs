@@ -256,10 +256,12 @@ pub struct LedgerHead {
 }
 
 fn serialize_raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
-    // Stored payloads were validated as JSON at append time; re-parse to emit
-    // them as JSON values rather than strings.
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => v.serialize(s),
+    // Emit the stored bytes verbatim (key order, whitespace and number
+    // spelling preserved) so the output can be re-hashed. Stored payloads
+    // were validated at append time; a row edited into invalid JSON is
+    // emitted as a string rather than failing the whole read.
+    match serde_json::value::RawValue::from_string(text.to_owned()) {
+        Ok(raw) => raw.serialize(s),
         Err(_) => s.serialize_str(text),
     }
 }

@@ -146,6 +146,15 @@ pub enum ValidationError {
         /// Per-entry byte limit.
         entry_bytes_max: usize,
     },
+    /// A text field holds a NUL character, which PostgreSQL text cannot
+    /// store; rejected on every backend so data stays portable.
+    #[error("event {index}: {field} contains a NUL character: remove it")]
+    ContainsNul {
+        /// Index of the event in the append.
+        index: usize,
+        /// `type`, `entity` or `metadata`.
+        field: &'static str,
+    },
     /// The append as a whole is larger than the ingest queue can ever hold.
     #[error("append is {bytes} bytes, more than the ingest queue's {max} bytes: split it into several appends")]
     AppendTooLarge {
@@ -251,6 +260,19 @@ fn validate_event(index: usize, event: &NewEvent, limits: &Limits) -> Result<(),
             entry_bytes_max: limits.metadata_entry_bytes_max,
         });
     }
+    let nul = |t: &str| t.as_bytes().contains(&0);
+    let field = if nul(&event.event_type) {
+        Some("type")
+    } else if event.entity.as_deref().is_some_and(nul) {
+        Some("entity")
+    } else if event.metadata.iter().any(|(k, v)| nul(k) || nul(v)) {
+        Some("metadata")
+    } else {
+        None
+    };
+    if let Some(field) = field {
+        return Err(ValidationError::ContainsNul { index, field });
+    }
     if event.payload.len() > limits.payload_bytes_max {
         return Err(ValidationError::PayloadTooLarge {
             index,
@@ -322,6 +344,27 @@ mod tests {
             let e = NewEvent::new("t", payload);
             let _ = validate_append("s", &[e], &Limits::default());
         }
+    }
+
+    #[test]
+    fn nul_in_type_or_entity_is_rejected() {
+        let l = Limits::default();
+        let bad_type = NewEvent::new("a\0", "1");
+        let bad_entity = NewEvent::new("t", "1").with_entity(crate::Op::Update, "e\0");
+        assert_eq!(
+            validate_append("s", &[bad_type], &l),
+            Err(ValidationError::ContainsNul {
+                index: 0,
+                field: "type"
+            })
+        );
+        assert_eq!(
+            validate_append("s", &[bad_entity], &l),
+            Err(ValidationError::ContainsNul {
+                index: 0,
+                field: "entity"
+            })
+        );
     }
 
     #[test]

@@ -50,9 +50,10 @@ fn variant(e: &ValidationError) -> &'static str {
         ValidationError::MetadataTooLarge { .. } => "MetadataTooLarge",
         ValidationError::AppendTooLarge { .. } => "AppendTooLarge",
         ValidationError::DuplicateId { .. } => "DuplicateId",
+        ValidationError::ContainsNul { .. } => "ContainsNul",
     }
 }
-const VARIANTS: usize = 13;
+const VARIANTS: usize = 14;
 
 fn ok_event() -> NewEvent {
     NewEvent::new("thing.happened", r#"{"ok":true}"#)
@@ -202,6 +203,19 @@ async fn every_validation_error_is_typed_distinct_and_writes_nothing() {
             Box::new(
                 move |e| matches!(e, ValidationError::DuplicateId { id, first_index: 0, index: 2 } if *id == dup),
             ),
+        ),
+        (
+            "s".into(),
+            vec![ok_event(), ok_event().with_metadata("k", "a\0b")],
+            Box::new(|e| {
+                matches!(
+                    e,
+                    ValidationError::ContainsNul {
+                        index: 1,
+                        field: "metadata"
+                    }
+                )
+            }),
         ),
     ];
     assert_eq!(cases.len(), VARIANTS);

@@ -128,12 +128,21 @@ fn check_against_acks(journal: &ironclad::Journal, acked: &[Acked]) {
     // One stream's chain on its own (also more than one page).
     let one = VerifyOptions {
         stream: Some("stream-07".into()),
-        against: Some(head),
+        against: None,
     };
     assert_eq!(
         journal.verify(&one, &mut |_| {}).unwrap().checked,
         per_stream as u64
     );
+    // A head pins the global chain, so it cannot be checked stream-only.
+    let pinned_one = VerifyOptions {
+        stream: Some("stream-07".into()),
+        against: Some(head),
+    };
+    assert!(matches!(
+        journal.verify(&pinned_one, &mut |_| {}),
+        Err(ironclad::VerifyError::Usage(_))
+    ));
     let listed = journal.list_streams("", 100).unwrap();
     let names: Vec<&str> = listed.iter().map(|h| h.stream.as_str()).collect();
     let mut sorted = names.clone();

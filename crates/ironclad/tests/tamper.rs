@@ -238,17 +238,15 @@ async fn truncation_and_rewrite_are_caught_only_against_an_exported_head() {
         .unwrap(),
         1
     );
-    let report = verify(&dir, None).expect("a truncated log still chains");
-    assert_eq!(report.checked, 29);
-    assert_eq!(report.head.map(|h| h.position), Some(last.position - 1));
-    let m = mismatch(verify(&dir, Some(head)));
-    assert_eq!(m.kind, MismatchKind::HeadMissing, "{m}");
-    assert_eq!(m.position, head.position);
-    assert_eq!(m.expected, hex::encode(head.hash));
-
-    // (d) Rewrite: make the stream head consistent again, as a careful
-    // attacker would, then let the journal append a different event. It
-    // lands at the same position with a valid chain but a different hash.
+    // A careless truncation leaves the `streams` head row ahead of the chain.
+    let m = mismatch(verify(&dir, None));
+    assert_eq!(m.kind, MismatchKind::StreamHead, "{m}");
+    assert_eq!(
+        (m.stream.as_str(), m.version),
+        (last.stream.as_str(), last.version)
+    );
+    // A careful attacker fixes the head row too; then the chain alone
+    // cannot tell, and only the exported head can.
     conn.execute(
         "UPDATE streams SET version = ?1, head_hash = ?2 WHERE name = ?3",
         rusqlite::params![
@@ -258,6 +256,17 @@ async fn truncation_and_rewrite_are_caught_only_against_an_exported_head() {
         ],
     )
     .unwrap();
+    let report = verify(&dir, None).expect("a carefully truncated log still chains");
+    assert_eq!(report.checked, 29);
+    assert_eq!(report.head.map(|h| h.position), Some(last.position - 1));
+    let m = mismatch(verify(&dir, Some(head)));
+    assert_eq!(m.kind, MismatchKind::HeadMissing, "{m}");
+    assert_eq!(m.position, head.position);
+    assert_eq!(m.expected, hex::encode(head.hash));
+
+    // (d) Rewrite: with the stream head consistent, let the journal append
+    // a different event. It lands at the same position with a valid chain
+    // but a different hash.
     drop(conn);
     let journal = common::open(common::fast_config(&dir));
     let r = journal
@@ -294,4 +303,42 @@ async fn truncation_and_rewrite_are_caught_only_against_an_exported_head() {
     );
     assert_eq!(m.expected, hex::encode(head.hash));
     assert_eq!(m.actual, hex::encode(new_head.hash));
+}
+
+/// `INSERT OR REPLACE` deletes the old row without firing DELETE triggers
+/// unless `recursive_triggers` is on. Ironclad turns it on for its own
+/// connections, so the append-only trigger stops a REPLACE there; a foreign
+/// connection without it can slip a REPLACE past the triggers, and then the
+/// hash chain is what catches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_or_replace_is_blocked_with_recursive_triggers_and_caught_without() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let events = populate(&dir).await;
+    let victim = &events[3];
+    let replace = "INSERT OR REPLACE INTO events (position, id, stream_id, version, type, op, \
+        entity, payload, metadata, created_at, hash_version, prev_hash, hash, global_hash) \
+        SELECT position, id, stream_id, version, type, op, entity, '{\"forged\":true}', metadata, \
+        created_at, hash_version, prev_hash, hash, global_hash FROM events WHERE position = ?1";
+
+    let guarded = common::raw_connection(&dir);
+    guarded
+        .execute_batch("PRAGMA recursive_triggers=ON")
+        .unwrap();
+    let err = guarded
+        .execute(replace, [victim.position as i64])
+        .expect_err("the delete trigger fires for REPLACE");
+    assert!(err.to_string().contains("append-only"), "{err}");
+    assert!(verify(&dir, None).is_ok(), "nothing changed");
+    drop(guarded);
+
+    let foreign = common::raw_connection(&dir);
+    assert_eq!(
+        foreign.execute(replace, [victim.position as i64]).unwrap(),
+        1
+    );
+    drop(foreign);
+    let m = mismatch(verify(&dir, None));
+    assert_eq!(m.kind, MismatchKind::EventHash, "{m}");
+    assert_eq!((m.position, m.version), (victim.position, victim.version));
 }

@@ -26,7 +26,7 @@ use crate::error::{AppendError, ControlError, OpenError};
 use crate::lockfile::DataDirLock;
 use crate::metrics as m;
 use crate::model::{AppendResult, ExpectedVersion, NewEvent};
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{PreparedAppend, Store};
 use crate::validate::{validate_append, ValidationError};
 
@@ -83,7 +83,7 @@ impl Journal<SqliteStore> {
     pub fn open(config: JournalConfig) -> Result<Self, OpenError> {
         config.check()?;
         let lock = DataDirLock::acquire(&config.data_dir)?;
-        let store = SqliteStore::open(reader::sqlite_options(&config))?;
+        let store = SqliteStore::open(SqliteOptions::from_config(&config))?;
         Journal::with_store(store, config, Some(lock))
     }
 }
@@ -305,8 +305,10 @@ impl<S: Store> Journal<S> {
         let (ack, rx) = oneshot::channel();
         let n = append.events.len();
         let gauge = &self.shared.gauge;
-        gauge.events.fetch_add(n, Ordering::Relaxed);
-        gauge.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let depth_events = gauge.events.fetch_add(n, Ordering::Relaxed) + n;
+        let depth_bytes = gauge.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        metrics::gauge!(m::QUEUE_DEPTH_EVENTS).set(depth_events as f64);
+        metrics::gauge!(m::QUEUE_DEPTH_BYTES).set(depth_bytes as f64);
         let cmd = Command::Append(QueuedAppend {
             append,
             bytes,

@@ -3,6 +3,7 @@
 //! lock), so operators can read and verify a log that a live engine is
 //! writing: SQLite WAL readers see consistent snapshots.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -10,7 +11,7 @@ use serde::Serialize;
 use crate::config::JournalConfig;
 use crate::error::{MigrateError, OpenError, ReadError, VerifyError};
 use crate::ledger::{check_against_head, ChainVerifier};
-use crate::model::{LedgerHead, RecordedEvent, StreamHead};
+use crate::model::{LedgerHead, RecordedEvent, StreamHead, ZERO_HASH};
 use crate::store::sqlite::{
     open_connection, schema_status, SqliteOptions, SqliteStore, SCHEMA_VERSION,
 };
@@ -61,7 +62,7 @@ impl LogReader<SqliteStore> {
     /// migration. A database at another schema version is refused (run
     /// `ironclad migrate` with the writer stopped).
     pub fn open_sqlite(config: &JournalConfig) -> Result<Self, OpenError> {
-        let opts = sqlite_options(config);
+        let opts = SqliteOptions::from_config(config);
         if !opts.path.exists() {
             return Err(OpenError::DataDir {
                 path: opts.path.clone(),
@@ -91,16 +92,6 @@ impl LogReader<SqliteStore> {
             Arc::new(SqliteStore::unmigrated(opts)),
             config.limits.clone(),
         ))
-    }
-}
-
-pub(crate) fn sqlite_options(config: &JournalConfig) -> SqliteOptions {
-    SqliteOptions {
-        path: config.db_path(),
-        durability: config.durability,
-        busy_timeout_ms: config.busy_timeout_ms,
-        read_connections_max: config.read_connections_max,
-        stream_cache_entries_max: config.stream_cache_entries_max,
     }
 }
 
@@ -167,6 +158,11 @@ impl<S: Store> LogReader<S> {
     ) -> Result<VerifyReport, VerifyError> {
         let mismatch = |m| VerifyError::Mismatch(Box::new(m));
         let (mut verifier, report_head) = match &opts.stream {
+            Some(_) if opts.against.is_some() => {
+                return Err(VerifyError::Usage(
+                    "an exported head pins the global chain, which a single-stream check does not recompute: drop --stream to use --against".into(),
+                ));
+            }
             Some(s) => {
                 validate_stream_name(s, &self.limits)?;
                 (ChainVerifier::stream_only(), false)
@@ -192,6 +188,15 @@ impl<S: Store> LogReader<S> {
                 break;
             }
         }
+        // Heads are read after the events; if anything was appended in
+        // between, a head may legitimately be ahead of the verified chain.
+        let quiescent = match &opts.stream {
+            Some(_) => true,
+            None => {
+                self.store.ledger_head()?.map(|h| h.position) == verifier.head().map(|h| h.position)
+            }
+        };
+        self.verify_stream_heads(&verifier, opts.stream.as_deref(), quiescent)?;
         if let Some(head) = &opts.against {
             let found = self.store.event_at(head.position)?;
             check_against_head(head, found.as_ref()).map_err(mismatch)?;
@@ -200,6 +205,63 @@ impl<S: Store> LogReader<S> {
             checked: verifier.checked(),
             head: if report_head { verifier.head() } else { None },
         })
+    }
+}
+
+impl<S: Store> LogReader<S> {
+    /// The `streams` table must agree with the chains just verified: same
+    /// version and hash for every stream, and no stream missing. A head row
+    /// can only be *ahead* of the chain if appends landed after the events
+    /// were read; unless `quiescent`, such rows are skipped (the next
+    /// verification, or the next append's chain link, judges them).
+    fn verify_stream_heads(
+        &self,
+        verifier: &ChainVerifier,
+        only: Option<&str>,
+        quiescent: bool,
+    ) -> Result<(), VerifyError> {
+        let mismatch = |m| VerifyError::Mismatch(Box::new(m));
+        if let Some(stream) = only {
+            let head = self.store.stream_head(stream)?.unwrap_or(StreamHead {
+                stream: stream.to_string(),
+                version: 0,
+                hash: ZERO_HASH,
+            });
+            if head.version > verifier.stream_version(stream) {
+                return Ok(()); // appended to after its events were read
+            }
+            return verifier.check_stream_head(&head).map_err(mismatch);
+        }
+        let mut listed = HashSet::new();
+        let mut after = String::new();
+        loop {
+            let page = self.store.list_streams(&after, VERIFY_PAGE_EVENTS)?;
+            for head in &page {
+                listed.insert(head.stream.clone());
+                if !quiescent && head.version > verifier.stream_version(&head.stream) {
+                    continue;
+                }
+                verifier.check_stream_head(head).map_err(mismatch)?;
+            }
+            match page.last() {
+                Some(last) if page.len() == VERIFY_PAGE_EVENTS => after = last.stream.clone(),
+                _ => break,
+            }
+        }
+        if let Some((stream, version)) = verifier.streams().find(|(s, _)| !listed.contains(*s)) {
+            let missing = StreamHead {
+                stream: stream.to_string(),
+                version: 0,
+                hash: ZERO_HASH,
+            };
+            let mut m = match verifier.check_stream_head(&missing) {
+                Err(m) => m,
+                Ok(()) => return Ok(()),
+            };
+            m.actual = format!("no head row (chain is at version {version})");
+            return Err(mismatch(m));
+        }
+        Ok(())
     }
 }
 

@@ -64,17 +64,25 @@ pub(crate) fn run<W: StoreWriter>(
     bounds: BatchBounds,
     gauge: Arc<QueueGauge>,
 ) {
-    let mut last_created_us = 0i64;
+    // The first commit failure since the last control command: `flush`
+    // reports it, because the appends it covered are not durable.
+    let mut failure: Option<Arc<StoreError>> = None;
     loop {
         let Ok(first) = rx.recv() else {
             return; // all handles dropped: everything sent was committed
         };
         let (appends, control) = collect_batch(first, &rx, bounds);
-        commit(&mut writer, appends, &mut last_created_us, &gauge);
+        if let Err(e) = commit(&mut writer, appends, &gauge) {
+            failure.get_or_insert(e);
+        }
         match control {
             None => {}
             Some(Control::Flush(reply)) => {
-                let _ = reply.send(Ok(()));
+                let result = match failure.take() {
+                    None => Ok(()),
+                    Some(e) => Err(ControlError::NotDurable(e)),
+                };
+                let _ = reply.send(result);
             }
             Some(Control::Checkpoint(reply)) => {
                 let _ = reply.send(writer.checkpoint().map_err(ControlError::from));
@@ -97,9 +105,23 @@ pub(crate) fn run<W: StoreWriter>(
                     if rest.is_empty() {
                         break;
                     }
-                    commit(&mut writer, rest, &mut last_created_us, &gauge);
+                    if let Err(e) = commit(&mut writer, rest, &gauge) {
+                        failure.get_or_insert(e);
+                    }
                 }
-                let _ = reply.send(writer.checkpoint().map_err(ControlError::from));
+                let result = match failure.take() {
+                    Some(e) => Err(ControlError::NotDurable(e)),
+                    // Best effort: the data is durable in the WAL either way,
+                    // and a reader in another process must not fail shutdown.
+                    None => match writer.checkpoint() {
+                        Err(StoreError::Busy(why)) => {
+                            tracing::warn!(%why, "final WAL checkpoint skipped");
+                            Ok(())
+                        }
+                        other => other.map_err(ControlError::from),
+                    },
+                };
+                let _ = reply.send(result);
                 return;
             }
         }
@@ -147,18 +169,18 @@ fn collect_batch(
     }
 }
 
+/// Commits one batch and answers every append in it. `Err` (the shared
+/// store error) when the whole batch failed.
 fn commit<W: StoreWriter>(
     writer: &mut W,
     queued: Vec<QueuedAppend>,
-    last_created_us: &mut i64,
     gauge: &QueueGauge,
-) {
+) -> Result<(), Arc<StoreError>> {
     if queued.is_empty() {
-        return;
+        return Ok(());
     }
-    // created_at never goes backwards along positions, even if the wall clock does.
-    let created_at_us = crate::clock::now_us().max(*last_created_us);
-    *last_created_us = created_at_us;
+    // The store clamps this so created_at never runs backwards along positions.
+    let created_at_us = crate::clock::now_us();
     let mut batch = Vec::with_capacity(queued.len());
     let mut waiters = Vec::with_capacity(queued.len());
     let (mut events, mut bytes) = (0usize, 0usize);
@@ -174,7 +196,7 @@ fn commit<W: StoreWriter>(
     metrics::histogram!(m::COMMIT_LATENCY_SECONDS).record((done - started).as_secs_f64());
     metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(events as f64);
     let ack_latency = metrics::histogram!(m::ACK_LATENCY_SECONDS);
-    match result {
+    let status = match result {
         Ok(outcomes) => {
             assert_eq!(outcomes.len(), waiters.len(), "one outcome per append");
             let mut appended = 0u64;
@@ -201,6 +223,7 @@ fn commit<W: StoreWriter>(
                 let _ = ack.send(reply);
             }
             metrics::counter!(m::APPENDED_EVENTS_TOTAL).increment(appended);
+            Ok(())
         }
         Err(e) => {
             tracing::error!(error = %e, appends = waiters.len(), "group commit failed; appends not written");
@@ -210,11 +233,13 @@ fn commit<W: StoreWriter>(
             for (ack, _, _permits) in waiters {
                 let _ = ack.send(Err(AppendError::Store(Arc::clone(&shared))));
             }
+            Err(shared)
         }
-    }
+    };
     // Permits were dropped with the waiters above: capacity is back.
     gauge.events.fetch_sub(events, Ordering::Relaxed);
     gauge.bytes.fetch_sub(bytes, Ordering::Relaxed);
     metrics::gauge!(m::QUEUE_DEPTH_EVENTS).set(gauge.events.load(Ordering::Relaxed) as f64);
     metrics::gauge!(m::QUEUE_DEPTH_BYTES).set(gauge.bytes.load(Ordering::Relaxed) as f64);
+    status
 }

@@ -34,6 +34,19 @@ pub struct SqliteOptions {
     pub stream_cache_entries_max: usize,
 }
 
+impl SqliteOptions {
+    /// The SQLite settings implied by a journal configuration.
+    pub fn from_config(config: &crate::config::JournalConfig) -> Self {
+        SqliteOptions {
+            path: config.db_path(),
+            durability: config.durability,
+            busy_timeout_ms: config.busy_timeout_ms,
+            read_connections_max: config.read_connections_max,
+            stream_cache_entries_max: config.stream_cache_entries_max,
+        }
+    }
+}
+
 /// The SQLite store. Reads borrow a pooled read-only connection; they never
 /// take the write lock, so they never wait on a commit (WAL snapshot reads).
 pub struct SqliteStore {
@@ -63,17 +76,24 @@ pub(crate) fn open_connection(
                 "could not enable WAL mode (got {mode:?}); is the file on a network file system?"
             )));
         }
+        // fullfsync: on macOS/iOS plain fsync does not flush the drive cache;
+        // F_FULLFSYNC does. Ignored elsewhere.
         let sync = match opts.durability {
-            Durability::Fsync => "FULL",
-            Durability::Os => "NORMAL",
+            Durability::Fsync => {
+                "PRAGMA synchronous=FULL; PRAGMA fullfsync=ON; PRAGMA checkpoint_fullfsync=ON;"
+            }
+            Durability::Os => "PRAGMA synchronous=NORMAL;",
         };
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync};
-             PRAGMA wal_autocheckpoint=1000;
+        conn.execute_batch(sync)?;
+        // recursive_triggers: makes INSERT OR REPLACE fire the append-only
+        // DELETE trigger on this connection instead of silently replacing.
+        conn.execute_batch(
+            "PRAGMA wal_autocheckpoint=1000;
              PRAGMA journal_size_limit=67108864;
              PRAGMA cache_size=-65536;
-             PRAGMA temp_store=MEMORY;"
-        ))?;
+             PRAGMA temp_store=MEMORY;
+             PRAGMA recursive_triggers=ON;",
+        )?;
     } else {
         conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-16384;")?;
     }
@@ -90,6 +110,15 @@ impl SqliteStore {
             opts,
             readers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Creates the database if needed and migrates it, with the same
+    /// connection settings the engine uses, without starting a writer.
+    /// Returns the versions applied (empty when already current). The caller
+    /// must hold the data-directory lock.
+    pub fn migrate_in_place(opts: &SqliteOptions) -> Result<Vec<u32>, MigrateError> {
+        let mut conn = open_connection(opts, false)?;
+        migrate(&mut conn)
     }
 
     /// Wraps an already-migrated database without touching its schema (the

@@ -1,0 +1,282 @@
+//! Fault injection around the real SQLite store. `FlakyStore` wraps a real
+//! `SqliteStore` and makes chosen group commits fail *before* they reach
+//! SQLite, like an I/O error would. Guards: a failed commit answers every
+//! append in it with an error and writes nothing; `flush` reports that its
+//! barrier is not durable; retrying with the same ids then succeeds exactly
+//! once; the ledger verifies throughout. Also: a batch full of resends
+//! converges, `checkpoint` reports readers that block WAL truncation, and
+//! `created_at` never runs backwards along positions, even across restarts.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ironclad::store::sqlite::{SqliteOptions, SqliteStore, SqliteWriter};
+use ironclad::store::{AppendOutcome, PreparedAppend, Store, StoreWriter};
+use ironclad::{
+    AppendError, AppendStatus, ControlError, ExpectedVersion, Journal, LedgerHead, NewEvent,
+    RecordedEvent, StoreError, StreamHead,
+};
+use uuid::Uuid;
+
+/// A real store whose writer fails every commit while `fail` is set.
+struct FlakyStore {
+    inner: SqliteStore,
+    fail: Arc<AtomicBool>,
+}
+
+struct FlakyWriter {
+    inner: SqliteWriter,
+    fail: Arc<AtomicBool>,
+}
+
+impl StoreWriter for FlakyWriter {
+    fn commit(
+        &mut self,
+        batch: &[PreparedAppend],
+        created_at_us: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                path: "injected".into(),
+                source: std::io::Error::other("injected: disk I/O error"),
+            });
+        }
+        self.inner.commit(batch, created_at_us)
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.inner.checkpoint()
+    }
+}
+
+impl Store for FlakyStore {
+    type Writer = FlakyWriter;
+    fn open_writer(&self) -> Result<FlakyWriter, StoreError> {
+        Ok(FlakyWriter {
+            inner: self.inner.open_writer()?,
+            fail: Arc::clone(&self.fail),
+        })
+    }
+    fn read_stream(
+        &self,
+        s: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(s, from, limit)
+    }
+    fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(from, limit)
+    }
+    fn stream_head(&self, s: &str) -> Result<Option<StreamHead>, StoreError> {
+        self.inner.stream_head(s)
+    }
+    fn list_streams(&self, after: &str, limit: usize) -> Result<Vec<StreamHead>, StoreError> {
+        self.inner.list_streams(after, limit)
+    }
+    fn ledger_head(&self) -> Result<Option<LedgerHead>, StoreError> {
+        self.inner.ledger_head()
+    }
+    fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
+        self.inner.event_at(position)
+    }
+}
+
+fn ev(n: u64) -> NewEvent {
+    NewEvent::new("t", format!("{{\"n\":{n}}}")).with_id(Uuid::now_v7())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_commit_writes_nothing_and_retry_succeeds_once() {
+    let tmp = common::tempdir();
+    let cfg = common::fast_config(&common::data_dir(&tmp));
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    let store = FlakyStore {
+        inner: SqliteStore::open(SqliteOptions::from_config(&cfg)).unwrap(),
+        fail: Arc::clone(&fail),
+    };
+    let journal = Journal::with_store(store, cfg, None).unwrap();
+
+    let first = journal
+        .append("s", ExpectedVersion::Any, vec![ev(1)])
+        .await
+        .unwrap();
+    assert_eq!(first.events[0].version, 1);
+    journal.flush().await.expect("nothing failed yet");
+
+    fail.store(true, Ordering::SeqCst);
+    let lost: Vec<NewEvent> = (2..=4).map(ev).collect();
+    let mut tickets = Vec::new();
+    for e in &lost {
+        tickets.push(
+            journal
+                .enqueue("s", ExpectedVersion::Any, vec![e.clone()])
+                .await
+                .unwrap(),
+        );
+    }
+    for t in tickets {
+        match t.await {
+            Err(AppendError::Store(e)) => assert!(e.to_string().contains("injected")),
+            other => panic!("expected a store error, got {other:?}"),
+        }
+    }
+    match journal.flush().await {
+        Err(ControlError::NotDurable(e)) => assert!(e.to_string().contains("injected")),
+        other => panic!("flush must report the failed commit, got {other:?}"),
+    }
+    assert_eq!(
+        journal.read("s", 1, 100).unwrap().len(),
+        1,
+        "a failed commit writes nothing"
+    );
+
+    fail.store(false, Ordering::SeqCst);
+    journal
+        .flush()
+        .await
+        .expect("the failure was reported once; the barrier is clean again");
+    for (i, e) in lost.iter().enumerate() {
+        let r = journal
+            .append("s", ExpectedVersion::Any, vec![e.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status,
+            AppendStatus::Appended,
+            "not written before, so written now"
+        );
+        assert_eq!(r.events[0].version, 2 + i as u64);
+        let again = journal
+            .append("s", ExpectedVersion::Any, vec![e.clone()])
+            .await
+            .unwrap();
+        assert_eq!(again.status, AppendStatus::AlreadyAppended);
+        assert_eq!(again.events, r.events);
+    }
+    // Conservation: every acknowledged event is present exactly once.
+    let all = common::read_everything(&journal.reader());
+    assert_eq!(all.len(), 4);
+    let ids: HashSet<Uuid> = all.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 4);
+    journal
+        .verify(&Default::default(), &mut |_| {})
+        .expect("ledger verifies after a failed commit");
+    journal
+        .shutdown(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_resends_converges() {
+    let tmp = common::tempdir();
+    let journal = common::open(common::fast_config(&common::data_dir(&tmp)));
+    let events: Vec<NewEvent> = (0..2000).map(ev).collect();
+    for e in &events {
+        journal
+            .append("s", ExpectedVersion::Any, vec![e.clone()])
+            .await
+            .unwrap();
+    }
+    // Queue every resend, interleaved with new appends, before awaiting any:
+    // they share group commits, and every resend collides on its id.
+    let mut tickets = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        tickets.push((
+            true,
+            journal
+                .enqueue("s", ExpectedVersion::Any, vec![e.clone()])
+                .await
+                .unwrap(),
+        ));
+        if i % 10 == 0 {
+            tickets.push((
+                false,
+                journal
+                    .enqueue("s", ExpectedVersion::Any, vec![ev(9)])
+                    .await
+                    .unwrap(),
+            ));
+        }
+    }
+    let mut new_versions = Vec::new();
+    for (resend, t) in tickets {
+        let r = t.await.unwrap();
+        if resend {
+            assert_eq!(r.status, AppendStatus::AlreadyAppended);
+            assert!(r.events[0].version <= 2000);
+        } else {
+            assert_eq!(r.status, AppendStatus::Appended);
+            new_versions.push(r.events[0].version);
+        }
+    }
+    assert_eq!(new_versions, (2001..=2200).collect::<Vec<_>>());
+    common::shutdown(&journal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_reports_readers_that_pin_the_wal() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let journal = common::open(common::fast_config(&dir));
+    journal
+        .append("s", ExpectedVersion::Any, vec![ev(1)])
+        .await
+        .unwrap();
+    // A reader in another connection holds a snapshot open...
+    let reader = rusqlite::Connection::open(common::db_path(&dir)).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM events;")
+        .unwrap();
+    // ...while new commits land after it.
+    journal
+        .append("s", ExpectedVersion::Any, vec![ev(2)])
+        .await
+        .unwrap();
+    match journal.checkpoint().await {
+        Err(ControlError::Store(StoreError::Busy(msg))) => assert!(msg.contains("readers")),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    reader.execute_batch("COMMIT").unwrap();
+    journal
+        .checkpoint()
+        .await
+        .expect("truncates once the reader is gone");
+    common::shutdown(&journal).await;
+}
+
+#[test]
+fn created_at_never_runs_backwards_even_across_writers() {
+    let tmp = common::tempdir();
+    let cfg = common::fast_config(&common::data_dir(&tmp));
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let store = SqliteStore::open(SqliteOptions::from_config(&cfg)).unwrap();
+    let append = |n: u64| PreparedAppend {
+        stream: "s".into(),
+        expected: ExpectedVersion::Any,
+        ids: vec![Uuid::now_v7()],
+        events: vec![ev(n)],
+    };
+    let mut w = store.open_writer().unwrap();
+    w.commit(&[append(1)], 5_000).unwrap().remove(0).unwrap();
+    // The clock steps back 4 ms.
+    w.commit(&[append(2)], 1_000).unwrap().remove(0).unwrap();
+    drop(w);
+    // A new writer (a restart) with a clock still behind.
+    let mut w = store.open_writer().unwrap();
+    w.commit(&[append(3)], 10).unwrap().remove(0).unwrap();
+    let times: Vec<i64> = store
+        .read_all(1, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.created_at_us)
+        .collect();
+    assert_eq!(times, [5_000, 5_000, 5_000]);
+    w.commit(&[append(4)], 9_000).unwrap().remove(0).unwrap();
+    assert_eq!(store.read_all(4, 1).unwrap()[0].created_at_us, 9_000);
+}
