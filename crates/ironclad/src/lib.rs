@@ -19,6 +19,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod expected;
 pub mod hash;
