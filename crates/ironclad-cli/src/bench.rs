@@ -185,7 +185,9 @@ async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
                     for k in 0..appends_per_producer {
                         let scheduled = start + interval.mul_f64(k as f64);
                         tokio::time::sleep_until(scheduled).await;
-                        let ticket = journal.enqueue(&stream, ExpectedVersion::Any, make()).await?;
+                        let ticket = journal
+                            .enqueue(&stream, ExpectedVersion::Any, make())
+                            .await?;
                         let (done, lat_tx) = (Arc::clone(&done), lat_tx.clone());
                         tokio::spawn(async move {
                             let r = ticket.await.map(|_| micros(scheduled.elapsed()));

@@ -104,63 +104,22 @@ async fn read_lines(
             Some(line) => line,
         };
         line_no += 1;
-        let text = match line {
-            Line::TooLong(len) => {
-                let error = format!(
-                    "line is at least {len} bytes, over --line-bytes-max {}",
-                    args.line_bytes_max
-                );
-                send(
-                    &tx,
-                    Item::Rejected {
-                        line: line_no,
-                        error,
-                    },
-                )
-                .await?;
+        let event = match line_to_event(line, &buf, args) {
+            Ok(None) => continue, // blank line
+            Ok(Some(event)) => event,
+            Err(error) => {
+                let item = Item::Rejected {
+                    line: line_no,
+                    error,
+                };
+                send(&tx, item).await?;
                 continue;
             }
-            Line::Text => match std::str::from_utf8(&buf) {
-                Ok(t) => t.trim(),
-                Err(e) => {
-                    let error = format!("line is not valid UTF-8 ({e})");
-                    send(
-                        &tx,
-                        Item::Rejected {
-                            line: line_no,
-                            error,
-                        },
-                    )
-                    .await?;
-                    continue;
-                }
-            },
         };
-        if text.is_empty() {
-            continue;
-        }
         let item = {
             let expected = match args.expected_version {
                 Some(v) => ExpectedVersion::Exact(v + good),
                 None => ExpectedVersion::Any,
-            };
-            let event = if args.envelope {
-                match parse_envelope(text, &args.event_type) {
-                    Ok(e) => e,
-                    Err(error) => {
-                        send(
-                            &tx,
-                            Item::Rejected {
-                                line: line_no,
-                                error,
-                            },
-                        )
-                        .await?;
-                        continue;
-                    }
-                }
-            } else {
-                NewEvent::new(args.event_type.clone(), text.to_string())
             };
             match journal.enqueue(&args.stream, expected, vec![event]).await {
                 Ok(ticket) => {
@@ -179,6 +138,32 @@ async fn read_lines(
         send(&tx, item).await?;
     }
     Ok(())
+}
+
+/// Turns one input line into an event: `Ok(None)` for a blank line,
+/// `Err` with a message for a line that cannot be an event.
+fn line_to_event(line: Line, buf: &[u8], args: &AppendArgs) -> Result<Option<NewEvent>, String> {
+    let text = match line {
+        Line::TooLong(len) => {
+            return Err(format!(
+                "line is at least {len} bytes, over --line-bytes-max {}",
+                args.line_bytes_max
+            ))
+        }
+        Line::Text => std::str::from_utf8(buf)
+            .map_err(|e| format!("line is not valid UTF-8 ({e})"))?
+            .trim(),
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if args.envelope {
+        return parse_envelope(text, &args.event_type).map(Some);
+    }
+    Ok(Some(NewEvent::new(
+        args.event_type.clone(),
+        text.to_string(),
+    )))
 }
 
 /// One `--envelope` line.
