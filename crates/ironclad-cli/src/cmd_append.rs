@@ -50,6 +50,14 @@ pub struct AppendArgs {
 /// Most appends queued ahead of the printer (bounds memory on huge inputs).
 const IN_FLIGHT_MAX: usize = 65_536;
 
+/// What the printer saw, for the closing summary.
+#[derive(Default)]
+struct Counts {
+    appended: u64,
+    already: u64,
+    rejected: u64,
+}
+
 enum Item {
     Queued { line: u64, ticket: AppendTicket },
     Rejected { line: u64, error: String },
@@ -71,16 +79,22 @@ pub async fn run(cli: &Cli, args: &AppendArgs) -> CmdResult {
     let (tx, rx) = mpsc::channel::<Item>(IN_FLIGHT_MAX);
     let printer = tokio::spawn(print_acks(rx, args.stream.clone(), cli.json));
     let read_result = read_lines(&journal, args, tx).await;
-    let (appended, rejected) = printer.await.map_err(anyhow::Error::from)??;
+    let Counts {
+        appended,
+        already,
+        rejected,
+    } = printer.await.map_err(anyhow::Error::from)??;
     journal.shutdown(Duration::from_secs(30)).await?;
     read_result?;
     if cli.json {
         eprintln!(
             "{}",
-            serde_json::json!({"appended": appended, "rejected_lines": rejected})
+            serde_json::json!({"appended": appended, "already_appended": already, "rejected_lines": rejected})
         );
     } else {
-        eprintln!("appended {appended} events; {rejected} lines rejected");
+        eprintln!(
+            "appended {appended} events; {already} were already appended; {rejected} lines rejected"
+        );
     }
     Ok(if rejected > 0 {
         ExitCode::SomeLinesRejected
@@ -248,9 +262,9 @@ async fn print_acks(
     mut rx: mpsc::Receiver<Item>,
     stream: String,
     json: bool,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<Counts> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
-    let (mut appended, mut rejected) = (0u64, 0u64);
+    let mut counts = Counts::default();
     loop {
         // Flush whenever we would otherwise wait, so acks are never held back.
         let item = match rx.try_recv() {
@@ -277,14 +291,18 @@ async fn print_acks(
                         serde_json::to_writer(&mut out, &l)?;
                         out.write_all(b"\n")?;
                     }
-                    appended += result.events.len() as u64;
+                    let n = result.events.len() as u64;
+                    match result.status {
+                        AppendStatus::Appended => counts.appended += n,
+                        AppendStatus::AlreadyAppended => counts.already += n,
+                    }
                     continue;
                 }
                 Err(e) => (line, e.to_string()),
             },
             Item::Rejected { line, error } => (line, error),
         };
-        rejected += 1;
+        counts.rejected += 1;
         if json {
             eprintln!("{}", serde_json::json!({"line": line, "error": error}));
         } else {
@@ -292,5 +310,5 @@ async fn print_acks(
         }
     }
     out.flush()?;
-    Ok((appended, rejected))
+    Ok(counts)
 }

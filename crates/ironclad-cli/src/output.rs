@@ -19,14 +19,32 @@ pub fn json_line<T: Serialize>(value: &T) -> anyhow::Result<()> {
 /// Prints an error to stderr: plain `error: …` with its causes, or a JSON
 /// object `{"error":{"message","exit_code"}}` with `--json`.
 pub fn print_error(json: bool, error: &anyhow::Error, code: ExitCode) {
+    let message = chain_message(error);
     if json {
         let v = serde_json::json!({
-            "error": { "message": format!("{error:#}"), "exit_code": code as u8 }
+            "error": { "message": message, "exit_code": code as u8 }
         });
         eprintln!("{v}");
     } else {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {message}");
     }
+}
+
+/// The error and its causes joined with ": ", skipping a cause whose text the
+/// message already contains (many library errors embed their source).
+fn chain_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// A progress bar on stderr; hidden automatically when stderr is not a terminal.

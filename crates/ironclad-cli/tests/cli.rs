@@ -69,6 +69,8 @@ fn append_pipelines_acks_in_order_and_reports_bad_lines() {
     read.args(["read", "orders"]);
     let out = read.output().unwrap();
     assert!(out.status.success());
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(raw.contains(r#""payload":[1,2,3]"#), "stored compact, printed verbatim: {raw}");
     let events = json_lines(&out.stdout);
     let payloads: Vec<&Value> = events.iter().map(|e| &e["payload"]).collect();
     assert_eq!(
@@ -335,7 +337,7 @@ fn usage_errors_exit_2_and_missing_data_is_clear() {
     read.args(["read", "nothing"]);
     let out = read.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no database here yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database in"));
     let mut bad_name = ironclad(tmp.path());
     bad_name.args(["append", ""]);
     let out = run_with_stdin(bad_name, "1\n");

@@ -73,6 +73,12 @@ pub enum OpenError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// There is no database in the data directory (read-only opens only).
+    #[error("no database in {data_dir} yet: append something first, or check --data-dir")]
+    NoDatabase {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
     /// Another engine holds the data directory.
     #[error("data directory {path} is locked by pid {pid}: stop that process, or use another --data-dir")]
     Locked {
@@ -89,8 +95,9 @@ pub enum OpenError {
     Store(#[from] StoreError),
 }
 
-/// An append was not (or not newly) written. Every variant means no event of
-/// this append became visible.
+/// An append was refused or is not acknowledged. Every variant but `Store`
+/// and `WriterGone` means no event of this append was written; after those
+/// two, retry with the same ids to learn the outcome.
 #[derive(Debug, Clone, Error)]
 pub enum AppendError {
     /// The input broke a rule; fix the input.

@@ -223,7 +223,7 @@ pub fn check_against_head(
     head: &LedgerHead,
     found: Option<&RecordedEvent>,
 ) -> Result<(), LedgerMismatch> {
-    if head.position == 0 {
+    if head.position == 0 && head.hash == ZERO_HASH {
         return Ok(()); // the head of an empty log is a prefix of every log
     }
     match found {
@@ -244,5 +244,25 @@ pub fn check_against_head(
             actual: hex::encode(ev.global_hash),
         }),
         Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_true_empty_head_is_a_prefix_of_everything() {
+        let empty = LedgerHead {
+            position: 0,
+            hash: ZERO_HASH,
+        };
+        assert_eq!(check_against_head(&empty, None), Ok(()));
+        let forged = LedgerHead {
+            position: 0,
+            hash: [7u8; 32],
+        };
+        let m = check_against_head(&forged, None).expect_err("a forged empty head");
+        assert_eq!(m.kind, MismatchKind::HeadMissing);
     }
 }

@@ -103,7 +103,8 @@ pub struct NewEvent {
     /// Optional entity key: the ordering lane and coalescing key.
     #[serde(default)]
     pub entity: Option<String>,
-    /// The payload as JSON text. Stored and hashed byte for byte as given.
+    /// The payload as JSON text. Stored and hashed byte for byte as given,
+    /// except that insignificant whitespace outside strings is removed.
     pub payload: String,
     /// String metadata; kept sorted so hashing is deterministic.
     #[serde(default)]

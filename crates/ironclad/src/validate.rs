@@ -297,6 +297,54 @@ fn validate_event(index: usize, event: &NewEvent, limits: &Limits) -> Result<(),
     Ok(())
 }
 
+/// Removes insignificant whitespace (outside strings) from valid JSON text,
+/// keeping everything else byte for byte: key order, number spelling and
+/// string escapes. `None` when the text is already compact. Stored payloads
+/// are compact so that `read` can print each event on one line, verbatim.
+pub fn compact_json(text: &str) -> Option<String> {
+    let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let (mut in_string, mut escaped) = (false, false);
+    let mut needs = false;
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if is_ws(b) {
+            needs = true;
+            break;
+        }
+    }
+    if !needs {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            out.push(b);
+        } else if b == b'"' {
+            in_string = true;
+            out.push(b);
+        } else if !is_ws(b) {
+            out.push(b);
+        }
+    }
+    // Only ASCII whitespace bytes were removed, so the text is still UTF-8.
+    String::from_utf8(out).ok()
+}
+
 /// Whether brackets outside strings nest deeper than `max`. A linear scan
 /// that runs before parsing, so hostile nesting costs O(n) and no stack.
 pub fn json_depth_exceeds(text: &str, max: usize) -> bool {
@@ -343,6 +391,29 @@ mod tests {
         fn payload_validation_never_panics(payload in ".{0,200}") {
             let e = NewEvent::new("t", payload);
             let _ = validate_append("s", &[e], &Limits::default());
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_strings_order_and_numbers() {
+        assert_eq!(compact_json(r#"{"a":1}"#), None);
+        assert_eq!(
+            compact_json("{ \"z\" : [1.10, 2e3],\n \"a b\" : \"x \\\" y\" }\n").as_deref(),
+            Some(r#"{"z":[1.10,2e3],"a b":"x \" y"}"#)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn compaction_preserves_the_json_value(v in prop::collection::vec(("[a-z ]{0,4}", -1000i64..1000), 0..6)) {
+            let obj: serde_json::Map<String, serde_json::Value> =
+                v.into_iter().map(|(k, n)| (k, serde_json::Value::from(n))).collect();
+            let pretty = serde_json::to_string_pretty(&obj).unwrap_or_default();
+            let compact = compact_json(&pretty).unwrap_or(pretty.clone());
+            let a: serde_json::Value = serde_json::from_str(&pretty).unwrap_or_default();
+            let b: serde_json::Value = serde_json::from_str(&compact).unwrap_or_default();
+            prop_assert_eq!(a, b);
+            prop_assert!(!compact.contains('\n'));
         }
     }
 

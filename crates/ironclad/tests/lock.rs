@@ -145,7 +145,7 @@ async fn reader_reads_while_the_journal_is_open() {
     assert!(
         matches!(
             LogReader::open_sqlite(&common::fast_config(&dir)),
-            Err(OpenError::DataDir { .. })
+            Err(OpenError::NoDatabase { .. })
         ),
         "no database yet"
     );

@@ -1,7 +1,10 @@
 //! Guards the tamper-evident ledger (SPEC §3): the database's own triggers
 //! reject UPDATE and DELETE on events; an edited payload is reported as an
-//! `EventHash` mismatch at exactly the edited event; a truncated log still
-//! chains but fails against an exported head (`HeadMissing`); a rewritten
+//! `EventHash` mismatch at exactly the edited event; a careless truncation
+//! is caught by the stream-head check (`StreamHead`), while a careful one
+//! (head row fixed up too) still chains and fails only against an exported
+//! head (`HeadMissing`); `INSERT OR REPLACE` is blocked on connections with
+//! recursive triggers and caught by the hashes otherwise; a rewritten
 //! tail that chains perfectly still fails against the exported head
 //! (`HeadMismatch`). Edits are made with a separate rusqlite connection to
 //! the closed journal's file, as an attacker with file access would.
@@ -245,6 +248,20 @@ async fn truncation_and_rewrite_are_caught_only_against_an_exported_head() {
         (m.stream.as_str(), m.version),
         (last.stream.as_str(), last.version)
     );
+    // The single-stream check sees it too: the head names a missing event.
+    let reader = ironclad::LogReader::open_sqlite(&common::config(&dir)).unwrap();
+    let only = VerifyOptions {
+        stream: Some(last.stream.clone()),
+        against: None,
+    };
+    let m = mismatch(reader.verify(&only, &mut |_| {}));
+    assert_eq!(
+        (m.kind, m.version),
+        (MismatchKind::StreamHead, last.version),
+        "{m}"
+    );
+    assert!(m.actual.contains("no such event"), "{m}");
+    drop(reader);
     // A careful attacker fixes the head row too; then the chain alone
     // cannot tell, and only the exported head can.
     conn.execute(

@@ -4,5 +4,6 @@
 //! are not built yet (see README "What is not built yet").
 
 pub mod breaker;
+pub mod budget;
 pub mod classify;
 pub mod retry;

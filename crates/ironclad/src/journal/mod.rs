@@ -28,7 +28,7 @@ use crate::metrics as m;
 use crate::model::{AppendResult, ExpectedVersion, NewEvent};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{PreparedAppend, Store};
-use crate::validate::{validate_append, ValidationError};
+use crate::validate::{compact_json, validate_append, ValidationError};
 
 pub use reader::{LogReader, VerifyOptions, VerifyReport, READ_LIMIT_MAX};
 use writer::{BatchBounds, Command, Control, QueueGauge, QueuedAppend};
@@ -204,7 +204,10 @@ impl<S: Store> Journal<S> {
         self.send(append, bytes, (e, b))
     }
 
-    /// Returns once everything queued before the call is durable.
+    /// Returns once everything queued before the call has been committed and
+    /// answered. `Err(NotDurable)` if a group commit failed since the
+    /// previous flush: the appends in it were answered with errors and are
+    /// not durable. Each failure is reported to one flush.
     pub async fn flush(&self) -> Result<(), ControlError> {
         self.control(Control::Flush).await
     }
@@ -265,7 +268,7 @@ impl<S: Store> Journal<S> {
         &self,
         stream: &str,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<(PreparedAppend, usize), AppendError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(self.reject("shutting_down", AppendError::ShuttingDown));
@@ -273,6 +276,11 @@ impl<S: Store> Journal<S> {
         let cfg = &self.shared.config;
         validate_append(stream, &events, &cfg.limits)
             .map_err(|e| self.reject("invalid", e.into()))?;
+        for event in &mut events {
+            if let Some(compact) = compact_json(&event.payload) {
+                event.payload = compact;
+            }
+        }
         let bytes = stream.len() + events.iter().map(NewEvent::queued_bytes).sum::<usize>();
         if bytes > cfg.queue_bytes_max {
             let e = ValidationError::AppendTooLarge {

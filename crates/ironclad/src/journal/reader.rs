@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::config::JournalConfig;
 use crate::error::{MigrateError, OpenError, ReadError, VerifyError};
-use crate::ledger::{check_against_head, ChainVerifier};
+use crate::ledger::{check_against_head, ChainVerifier, LedgerMismatch, MismatchKind};
 use crate::model::{LedgerHead, RecordedEvent, StreamHead, ZERO_HASH};
 use crate::store::sqlite::{
     open_connection, schema_status, SqliteOptions, SqliteStore, SCHEMA_VERSION,
@@ -64,12 +64,8 @@ impl LogReader<SqliteStore> {
     pub fn open_sqlite(config: &JournalConfig) -> Result<Self, OpenError> {
         let opts = SqliteOptions::from_config(config);
         if !opts.path.exists() {
-            return Err(OpenError::DataDir {
-                path: opts.path.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no database here yet: append something first, or check --data-dir",
-                ),
+            return Err(OpenError::NoDatabase {
+                data_dir: config.data_dir.clone(),
             });
         }
         let conn = open_connection(&opts, true)?;
@@ -209,11 +205,42 @@ impl<S: Store> LogReader<S> {
 }
 
 impl<S: Store> LogReader<S> {
+    /// A head row ahead of the verified chain is legitimate only if appends
+    /// landed after the events were read, in which case the event it names
+    /// exists and carries its hash (it is verified next time). A head left
+    /// pointing at a deleted or altered event is a mismatch.
+    fn check_head_ahead(&self, head: &StreamHead) -> Result<(), LedgerMismatch> {
+        let found = self
+            .store
+            .read_stream(&head.stream, head.version, 1)
+            .ok()
+            .and_then(|mut v| v.pop())
+            .filter(|e| e.version == head.version);
+        match found {
+            Some(e) if e.hash == head.hash => Ok(()),
+            found => Err(LedgerMismatch {
+                kind: MismatchKind::StreamHead,
+                stream: head.stream.clone(),
+                version: head.version,
+                position: found.as_ref().map_or(0, |e| e.position),
+                expected: format!(
+                    "an event at version {} with hash {}",
+                    head.version,
+                    hex::encode(head.hash)
+                ),
+                actual: match found {
+                    Some(e) => format!("hash {}", hex::encode(e.hash)),
+                    None => "no such event".to_string(),
+                },
+            }),
+        }
+    }
+
     /// The `streams` table must agree with the chains just verified: same
     /// version and hash for every stream, and no stream missing. A head row
     /// can only be *ahead* of the chain if appends landed after the events
-    /// were read; unless `quiescent`, such rows are skipped (the next
-    /// verification, or the next append's chain link, judges them).
+    /// were read (never when `quiescent`); such a row must name a real event
+    /// with its hash (`check_head_ahead`).
     fn verify_stream_heads(
         &self,
         verifier: &ChainVerifier,
@@ -228,7 +255,7 @@ impl<S: Store> LogReader<S> {
                 hash: ZERO_HASH,
             });
             if head.version > verifier.stream_version(stream) {
-                return Ok(()); // appended to after its events were read
+                return self.check_head_ahead(&head).map_err(mismatch);
             }
             return verifier.check_stream_head(&head).map_err(mismatch);
         }
@@ -239,6 +266,7 @@ impl<S: Store> LogReader<S> {
             for head in &page {
                 listed.insert(head.stream.clone());
                 if !quiescent && head.version > verifier.stream_version(&head.stream) {
+                    self.check_head_ahead(head).map_err(mismatch)?;
                     continue;
                 }
                 verifier.check_stream_head(head).map_err(mismatch)?;

@@ -64,8 +64,10 @@ pub(crate) fn run<W: StoreWriter>(
     bounds: BatchBounds,
     gauge: Arc<QueueGauge>,
 ) {
-    // The first commit failure since the last control command: `flush`
-    // reports it, because the appends it covered are not durable.
+    // The first commit failure since the previous flush (or shutdown): the
+    // next flush reports it, because appends it covers are not durable.
+    // Each failure is reported once; the appends themselves were already
+    // answered with the error.
     let mut failure: Option<Arc<StoreError>> = None;
     loop {
         let Ok(first) = rx.recv() else {
@@ -226,7 +228,7 @@ fn commit<W: StoreWriter>(
             Ok(())
         }
         Err(e) => {
-            tracing::error!(error = %e, appends = waiters.len(), "group commit failed; appends not written");
+            tracing::error!(error = %e, appends = waiters.len(), "group commit failed; appends not acknowledged");
             let shared: Arc<StoreError> = Arc::new(e);
             metrics::counter!(m::REJECTED_TOTAL, "reason" => "store_error")
                 .increment(waiters.len() as u64);

@@ -84,7 +84,8 @@ pub trait Store: Send + Sync + 'static {
 pub trait StoreWriter: Send + 'static {
     /// Commits `batch` in one durable transaction and returns one outcome per
     /// append, in order. A rejected append leaves no trace; the others commit.
-    /// `Err` means nothing of the batch was committed.
+    /// `Err` means the batch is not acknowledged: normally nothing of it was
+    /// committed, but a failure in the final fsync may leave it written.
     fn commit(
         &mut self,
         batch: &[PreparedAppend],

@@ -236,3 +236,41 @@ impl Store for SqliteStore {
         Ok(v.pop().filter(|e| e.position == position))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_carry_the_pragmas_relied_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (durability, synchronous, fullfsync) in
+            [(Durability::Fsync, 2, 1), (Durability::Os, 1, 0)]
+        {
+            let opts = SqliteOptions {
+                path: dir.path().join(format!("{durability:?}.db")),
+                durability,
+                busy_timeout_ms: 1234,
+                read_connections_max: 1,
+                stream_cache_entries_max: 1,
+            };
+            let c = open_connection(&opts, false).expect("writer connection");
+            let q = |c: &Connection, p: &str| -> i64 {
+                c.query_row(&format!("PRAGMA {p}"), [], |r| r.get(0))
+                    .expect(p)
+            };
+            let mode: String = c
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .expect("mode");
+            assert_eq!(mode, "wal");
+            assert_eq!(q(&c, "synchronous"), synchronous, "{durability:?}");
+            assert_eq!(q(&c, "fullfsync"), fullfsync, "{durability:?}");
+            assert_eq!(q(&c, "recursive_triggers"), 1);
+            assert_eq!(q(&c, "busy_timeout"), 1234);
+            assert_eq!(q(&c, "wal_autocheckpoint"), 1000);
+            let r = open_connection(&opts, true).expect("reader connection");
+            assert_eq!(q(&r, "query_only"), 1);
+            assert_eq!(q(&r, "busy_timeout"), 1234);
+        }
+    }
+}

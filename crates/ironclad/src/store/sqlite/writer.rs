@@ -3,9 +3,10 @@
 //! Happy path per event: one expected-version check against a cached stream
 //! head, two SHA-256s, one INSERT. Idempotency is enforced by the UNIQUE index
 //! on `events.id`: an INSERT that hits it rolls the transaction back, marks
-//! that append for the slow path (look the ids up, decide `AlreadyAppended` or
-//! `IdempotencyConflict`), and redoes the batch. Each redo marks one more
-//! append, so a batch of n appends commits in at most n + 1 attempts.
+//! every append whose ids exist or repeat within the batch for the slow path
+//! (look the ids up, decide `AlreadyAppended` or `IdempotencyConflict`), and
+//! redoes the batch: a batch of resends commits in two attempts. Each redo
+//! marks at least one more append, so n + 1 attempts is a hard bound.
 
 use std::collections::HashMap;
 
