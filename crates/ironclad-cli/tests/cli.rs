@@ -70,7 +70,10 @@ fn append_pipelines_acks_in_order_and_reports_bad_lines() {
     let out = read.output().unwrap();
     assert!(out.status.success());
     let raw = String::from_utf8_lossy(&out.stdout);
-    assert!(raw.contains(r#""payload":[1,2,3]"#), "stored compact, printed verbatim: {raw}");
+    assert!(
+        raw.contains(r#""payload":[1,2,3]"#),
+        "stored compact, printed verbatim: {raw}"
+    );
     let events = json_lines(&out.stdout);
     let payloads: Vec<&Value> = events.iter().map(|e| &e["payload"]).collect();
     assert_eq!(

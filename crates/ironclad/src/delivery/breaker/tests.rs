@@ -600,7 +600,7 @@ fn threads_hammering_keep_the_invariants() {
                 let (b, clock, out) = (Arc::clone(&b), Arc::clone(&clock), Arc::clone(&out));
                 std::thread::spawn(move || {
                     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                    for _ in 0..20_000 {
+                    for _ in 0..100_000 {
                         x ^= x << 13;
                         x ^= x >> 7;
                         x ^= x << 17;
@@ -642,6 +642,10 @@ fn threads_hammering_keep_the_invariants() {
             .map(|s| b.transitions_total(*s))
             .sum();
         assert!(transitions > 0, "the load should have tripped the breaker");
+        assert!(
+            b.transitions_total(HalfOpen) > 0,
+            "and probed it in HalfOpen"
+        );
         assert!(b.not_permitted_total() > 0);
     }
 }
