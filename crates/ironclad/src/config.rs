@@ -11,6 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::OpenError;
 use crate::validate::Limits;
 
+/// Largest allowed `limits.payload_bytes_max`: well under SQLite's 1 GB
+/// string limit, so no single value can make a commit fail.
+pub const PAYLOAD_BYTES_LIMIT: usize = 256 * 1024 * 1024;
+/// Largest allowed `busy_timeout_ms`.
+pub const BUSY_TIMEOUT_MS_LIMIT: u64 = 600_000;
+/// Largest allowed `commit_delay_us_max`.
+pub const COMMIT_DELAY_US_LIMIT: u64 = 1_000_000;
+
 /// What an acknowledgement promises (SPEC §2; README has the full table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -106,11 +114,48 @@ impl JournalConfig {
         if self.queue_bytes_max < self.limits.payload_bytes_max + 64 * 1024 {
             return bad("queue_bytes_max must exceed payload_bytes_max by at least 64 KiB, or a single largest event could never be queued");
         }
+        if self.limits.payload_bytes_max > PAYLOAD_BYTES_LIMIT {
+            return bad("limits.payload_bytes_max must be at most 256 MiB: SQLite refuses values near 1 GB, which would fail every append in the same commit");
+        }
+        if self.busy_timeout_ms > BUSY_TIMEOUT_MS_LIMIT {
+            return bad("busy_timeout_ms must be at most 600000 (10 minutes)");
+        }
+        if self.commit_delay_us_max > COMMIT_DELAY_US_LIMIT {
+            return bad("commit_delay_us_max must be at most 1000000 (1 second): it delays every acknowledgement");
+        }
         if u32::try_from(self.queue_bytes_max).is_err()
             || u32::try_from(self.queue_events_max).is_err()
         {
             return bad("queue_events_max and queue_bytes_max must each be below 4 GiB");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_that_could_hang_panic_or_fail_a_batch_are_refused() {
+        let ok = JournalConfig::new("d");
+        assert!(ok.check().is_ok());
+        let mut big = ok.clone();
+        big.limits.payload_bytes_max = PAYLOAD_BYTES_LIMIT + 1;
+        big.queue_bytes_max = 1 << 31;
+        let mut busy = ok.clone();
+        busy.busy_timeout_ms = u64::from(u32::MAX);
+        let mut linger = ok.clone();
+        linger.commit_delay_us_max = u64::MAX;
+        for (cfg, needle) in [
+            (big, "payload_bytes_max"),
+            (busy, "busy_timeout_ms"),
+            (linger, "commit_delay_us_max"),
+        ] {
+            match cfg.check() {
+                Err(OpenError::Config(msg)) => assert!(msg.contains(needle), "{msg}"),
+                other => panic!("{needle}: expected a config error, got {other:?}"),
+            }
+        }
     }
 }

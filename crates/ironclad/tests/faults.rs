@@ -10,8 +10,13 @@
 mod common;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use ironclad::lockfile::DataDirLock;
 
 use ironclad::store::sqlite::{SqliteOptions, SqliteStore, SqliteWriter};
 use ironclad::store::{AppendOutcome, PreparedAppend, Store, StoreWriter};
@@ -21,15 +26,18 @@ use ironclad::{
 };
 use uuid::Uuid;
 
-/// A real store whose writer fails every commit while `fail` is set.
+/// A real store whose writer fails every commit while `fail` is set, and
+/// whose commits wait while the test holds `gate`.
 struct FlakyStore {
     inner: SqliteStore,
     fail: Arc<AtomicBool>,
+    gate: Arc<Mutex<()>>,
 }
 
 struct FlakyWriter {
     inner: SqliteWriter,
     fail: Arc<AtomicBool>,
+    gate: Arc<Mutex<()>>,
 }
 
 impl StoreWriter for FlakyWriter {
@@ -38,6 +46,7 @@ impl StoreWriter for FlakyWriter {
         batch: &[PreparedAppend],
         created_at_us: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        drop(self.gate.lock());
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Io {
                 path: "injected".into(),
@@ -58,6 +67,7 @@ impl Store for FlakyStore {
         Ok(FlakyWriter {
             inner: self.inner.open_writer()?,
             fail: Arc::clone(&self.fail),
+            gate: Arc::clone(&self.gate),
         })
     }
     fn read_stream(
@@ -98,6 +108,7 @@ async fn failed_commit_writes_nothing_and_retry_succeeds_once() {
     let store = FlakyStore {
         inner: SqliteStore::open(SqliteOptions::from_config(&cfg)).unwrap(),
         fail: Arc::clone(&fail),
+        gate: Arc::default(),
     };
     let journal = Journal::with_store(store, cfg, None).unwrap();
 
@@ -279,4 +290,105 @@ fn created_at_never_runs_backwards_even_across_writers() {
     assert_eq!(times, [5_000, 5_000, 5_000]);
     w.commit(&[append(4)], 9_000).unwrap().remove(0).unwrap();
     assert_eq!(store.read_all(4, 1).unwrap()[0].created_at_us, 9_000);
+}
+
+/// A flakily gated journal over a real store, holding the real directory lock.
+fn gated_journal(dir: &std::path::Path) -> (Journal<FlakyStore>, Arc<AtomicBool>, Arc<Mutex<()>>) {
+    let cfg = common::fast_config(dir);
+    let lock = DataDirLock::acquire(dir).unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    let gate: Arc<Mutex<()>> = Arc::default();
+    let store = FlakyStore {
+        inner: SqliteStore::open(SqliteOptions::from_config(&cfg)).unwrap(),
+        fail: Arc::clone(&fail),
+        gate: Arc::clone(&gate),
+    };
+    (
+        Journal::with_store(store, cfg, Some(lock)).unwrap(),
+        fail,
+        gate,
+    )
+}
+
+/// Polls a future once, so an async call sends its command now.
+fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    std::pin::Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+// Holding the gate across awaits is the point: it blocks the writer
+// *thread* (a std thread, not a task) mid-commit while the test goes on.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flush_covering_a_failed_commit_reports_it() {
+    let tmp = common::tempdir();
+    let (journal, fail, gate) = gated_journal(&common::data_dir(&tmp));
+    fail.store(true, Ordering::SeqCst);
+    let held = gate.lock().unwrap();
+    // A fire-and-forget append: its ticket is dropped at once.
+    drop(
+        journal
+            .enqueue("s", ExpectedVersion::Any, vec![ev(1)])
+            .await
+            .unwrap(),
+    );
+    // Two barriers are sent while that append's commit is still in progress.
+    let mut a = Box::pin(journal.flush());
+    let mut b = Box::pin(journal.flush());
+    assert!(poll_once(&mut a).is_pending() && poll_once(&mut b).is_pending());
+    drop(held);
+    for (name, r) in [("first", a.await), ("second", b.await)] {
+        assert!(
+            matches!(r, Err(ControlError::NotDurable(_))),
+            "{name} flush: {r:?}"
+        );
+    }
+    assert!(
+        journal.read_all(1, 10).unwrap().is_empty(),
+        "the append is not there"
+    );
+    fail.store(false, Ordering::SeqCst);
+    journal
+        .flush()
+        .await
+        .expect("reported; later barriers are clean");
+    journal.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+// Holding the gate across awaits is the point: it blocks the writer
+// *thread* (a std thread, not a task) mid-commit while the test goes on.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_shutdown_waits_for_the_writer_and_frees_the_lock() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let (journal, _fail, gate) = gated_journal(&dir);
+    let held = gate.lock().unwrap();
+    let ticket = journal
+        .enqueue("s", ExpectedVersion::Any, vec![ev(1)])
+        .await
+        .unwrap();
+    // The writer is stuck in a commit, so a short deadline passes.
+    assert!(matches!(
+        journal.shutdown(Duration::from_millis(50)).await,
+        Err(ControlError::DeadlineExceeded)
+    ));
+    assert!(matches!(
+        DataDirLock::acquire(&dir),
+        Err(ironclad::OpenError::Locked { .. })
+    ));
+    drop(held);
+    journal
+        .shutdown(Duration::from_secs(30))
+        .await
+        .expect("waits for the writer to stop");
+    assert_eq!(
+        ticket.await.unwrap().status,
+        AppendStatus::Appended,
+        "drained, not dropped"
+    );
+    DataDirLock::acquire(&dir).expect("the lock is free once shutdown returns Ok");
+    journal
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("idempotent");
 }

@@ -11,14 +11,14 @@ mod writer;
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use uuid::Uuid;
 
 use crate::config::JournalConfig;
@@ -55,6 +55,10 @@ struct Shared<S: Store> {
     bytes_sem: Arc<Semaphore>,
     gauge: Arc<QueueGauge>,
     closed: AtomicBool,
+    /// Failed group commits so far (the writer counts); flushes stamp it.
+    failed_commits: Arc<AtomicU64>,
+    /// Becomes true once the writer thread has stopped and released the lock.
+    writer_exited: watch::Receiver<bool>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -107,13 +111,17 @@ impl<S: Store> Journal<S> {
             delay: Duration::from_micros(config.commit_delay_us_max),
         };
         let thread_gauge = Arc::clone(&gauge);
+        let failed_commits = Arc::new(AtomicU64::new(0));
+        let thread_failed = Arc::clone(&failed_commits);
+        let (exited_tx, writer_exited) = watch::channel(false);
         let handle = std::thread::Builder::new()
             .name("ironclad-writer".into())
             .spawn(move || {
-                writer::run(writer, rx, bounds, thread_gauge);
+                writer::run(writer, rx, bounds, thread_gauge, thread_failed);
                 // Released only once the writer has stopped for good, so a
                 // second engine can never overlap with this one's last commit.
                 drop(lock);
+                let _ = exited_tx.send(true);
             })
             .map_err(|e| OpenError::DataDir {
                 path: config.data_dir.clone(),
@@ -131,6 +139,8 @@ impl<S: Store> Journal<S> {
                 tx,
                 gauge,
                 closed: AtomicBool::new(false),
+                failed_commits,
+                writer_exited,
                 writer_thread: Mutex::new(Some(handle)),
             }),
         })
@@ -209,7 +219,8 @@ impl<S: Store> Journal<S> {
     /// previous flush: the appends in it were answered with errors and are
     /// not durable. Each failure is reported to one flush.
     pub async fn flush(&self) -> Result<(), ControlError> {
-        self.control(Control::Flush).await
+        let seen = self.shared.failed_commits.load(Ordering::Acquire);
+        self.control(|reply| Control::Flush { seen, reply }).await
     }
 
     /// Commits what is queued, then truncates the SQLite WAL.
@@ -220,28 +231,42 @@ impl<S: Store> Journal<S> {
     /// Stops intake, drains the queue, checkpoints, stops the writer and
     /// releases the data-directory lock. Appends after this fail with
     /// `ShuttingDown`. If `deadline` passes first, returns
-    /// [`ControlError::DeadlineExceeded`]; the writer still finishes draining
-    /// in the background and the lock is released when it does. Idempotent.
+    /// [`ControlError::DeadlineExceeded`]; the writer keeps draining in the
+    /// background, and calling `shutdown` again waits (within its own
+    /// deadline) until it has stopped and the lock is free. A call after a
+    /// completed shutdown returns `Ok` at once. Cancel-safe: dropping the
+    /// future does not stop the shutdown, which proceeds in the background.
     pub async fn shutdown(&self, deadline: Duration) -> Result<(), ControlError> {
-        if self.shared.closed.swap(true, Ordering::SeqCst) {
-            return Err(ControlError::ShutDown);
-        }
-        self.shared.events_sem.close();
-        self.shared.bytes_sem.close();
-        let (reply, rx) = oneshot::channel();
-        let sent = self
-            .shared
-            .tx
-            .send(Command::Control(Control::Shutdown(reply)));
-        let result = if sent.is_err() {
-            Err(ControlError::WriterGone)
-        } else {
-            match tokio::time::timeout(deadline, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(ControlError::WriterGone),
-                Err(_) => return Err(ControlError::DeadlineExceeded),
+        let started = Instant::now();
+        let mut result = Ok(());
+        if !self.shared.closed.swap(true, Ordering::SeqCst) {
+            self.shared.events_sem.close();
+            self.shared.bytes_sem.close();
+            let (reply, rx) = oneshot::channel();
+            let sent = self
+                .shared
+                .tx
+                .send(Command::Control(Control::Shutdown(reply)));
+            if sent.is_err() {
+                result = Err(ControlError::WriterGone);
+            } else {
+                result = match tokio::time::timeout(deadline, rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err(ControlError::WriterGone),
+                    Err(_) => return Err(ControlError::DeadlineExceeded),
+                };
             }
-        };
+        }
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let mut exited = self.shared.writer_exited.clone();
+        // An Err from wait_for means the thread is gone without saying so
+        // (it panicked): it has stopped either way.
+        if tokio::time::timeout(remaining, exited.wait_for(|done| *done))
+            .await
+            .is_err()
+        {
+            return Err(ControlError::DeadlineExceeded);
+        }
         let handle = self
             .shared
             .writer_thread
@@ -334,7 +359,7 @@ impl<S: Store> Journal<S> {
 
     async fn control(
         &self,
-        make: fn(oneshot::Sender<Result<(), ControlError>>) -> Control,
+        make: impl FnOnce(oneshot::Sender<Result<(), ControlError>>) -> Control,
     ) -> Result<(), ControlError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(ControlError::ShutDown);

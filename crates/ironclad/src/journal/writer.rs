@@ -7,7 +7,7 @@
 //! checkpoint, shutdown) end a batch and are answered after it commits, which
 //! is what makes `flush` a barrier.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +37,13 @@ pub(crate) enum Command {
 
 /// A barrier command: answered after every append queued before it commits.
 pub(crate) enum Control {
-    Flush(oneshot::Sender<Result<(), ControlError>>),
+    /// `seen` is the failed-commit count the caller observed when it sent
+    /// the flush; a higher count at answer time means a commit covered by
+    /// this barrier failed.
+    Flush {
+        seen: u64,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
     Checkpoint(oneshot::Sender<Result<(), ControlError>>),
     Shutdown(oneshot::Sender<Result<(), ControlError>>),
 }
@@ -57,37 +63,73 @@ pub(crate) struct QueueGauge {
     pub bytes: AtomicUsize,
 }
 
+/// Commit failures, as barriers need to report them.
+struct FailureLog {
+    /// Failed commits so far, mirrored for callers stamping their flushes.
+    count: Arc<AtomicU64>,
+    last: Option<Arc<StoreError>>,
+    /// A failure no flush has reported yet.
+    unreported: bool,
+}
+
+impl FailureLog {
+    fn record(&mut self, e: Arc<StoreError>) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        self.last = Some(e);
+        self.unreported = true;
+    }
+
+    /// A flush sent when `seen` commits had failed: NotDurable if one failed
+    /// since (so before this barrier's own batch), or if a failure is still
+    /// unreported. Reporting clears `unreported`.
+    fn answer_flush(&mut self, seen: u64) -> Result<(), ControlError> {
+        let failed_since = self.count.load(Ordering::Acquire) > seen;
+        if !(failed_since || self.unreported) {
+            return Ok(());
+        }
+        self.unreported = false;
+        match &self.last {
+            Some(e) => Err(ControlError::NotDurable(Arc::clone(e))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Runs until shutdown or until every sender is dropped.
 pub(crate) fn run<W: StoreWriter>(
     mut writer: W,
     rx: Receiver<Command>,
     bounds: BatchBounds,
     gauge: Arc<QueueGauge>,
+    failed_commits: Arc<AtomicU64>,
 ) {
-    // The first commit failure since the previous flush (or shutdown): the
-    // next flush reports it, because appends it covers are not durable.
-    // Each failure is reported once; the appends themselves were already
-    // answered with the error.
-    let mut failure: Option<Arc<StoreError>> = None;
+    let mut failures = FailureLog {
+        count: failed_commits,
+        last: None,
+        unreported: false,
+    };
     loop {
         let Ok(first) = rx.recv() else {
             return; // all handles dropped: everything sent was committed
         };
         let (appends, control) = collect_batch(first, &rx, bounds);
-        if let Err(e) = commit(&mut writer, appends, &gauge) {
-            failure.get_or_insert(e);
+        let batch = commit(&mut writer, appends, &gauge);
+        if let Err(e) = &batch {
+            failures.record(Arc::clone(e));
         }
         match control {
             None => {}
-            Some(Control::Flush(reply)) => {
-                let result = match failure.take() {
-                    None => Ok(()),
-                    Some(e) => Err(ControlError::NotDurable(e)),
-                };
-                let _ = reply.send(result);
+            Some(Control::Flush { seen, reply }) => {
+                let _ = reply.send(failures.answer_flush(seen));
             }
             Some(Control::Checkpoint(reply)) => {
-                let _ = reply.send(writer.checkpoint().map_err(ControlError::from));
+                // Reports (without clearing) a failure of its own batch:
+                // what it was asked to checkpoint is not all there.
+                let result = match batch {
+                    Err(e) => Err(ControlError::NotDurable(e)),
+                    Ok(()) => writer.checkpoint().map_err(ControlError::from),
+                };
+                let _ = reply.send(result);
             }
             Some(Control::Shutdown(reply)) => {
                 // Intake is closed, but appends that passed the gate just
@@ -97,9 +139,8 @@ pub(crate) fn run<W: StoreWriter>(
                     while let Ok(cmd) = rx.try_recv() {
                         match cmd {
                             Command::Append(a) => rest.push(a),
-                            Command::Control(
-                                Control::Flush(r) | Control::Checkpoint(r) | Control::Shutdown(r),
-                            ) => {
+                            Command::Control(Control::Flush { reply: r, .. })
+                            | Command::Control(Control::Checkpoint(r) | Control::Shutdown(r)) => {
                                 let _ = r.send(Err(ControlError::ShutDown));
                             }
                         }
@@ -108,20 +149,21 @@ pub(crate) fn run<W: StoreWriter>(
                         break;
                     }
                     if let Err(e) = commit(&mut writer, rest, &gauge) {
-                        failure.get_or_insert(e);
+                        failures.record(e);
                     }
                 }
-                let result = match failure.take() {
-                    Some(e) => Err(ControlError::NotDurable(e)),
+                let result = if failures.unreported {
+                    failures.answer_flush(u64::MAX)
+                } else {
                     // Best effort: the data is durable in the WAL either way,
                     // and a reader in another process must not fail shutdown.
-                    None => match writer.checkpoint() {
+                    match writer.checkpoint() {
                         Err(StoreError::Busy(why)) => {
                             tracing::warn!(%why, "final WAL checkpoint skipped");
                             Ok(())
                         }
                         other => other.map_err(ControlError::from),
-                    },
+                    }
                 };
                 let _ = reply.send(result);
                 return;

@@ -161,7 +161,11 @@ impl Store for SqliteStore {
 
     fn open_writer(&self) -> Result<SqliteWriter, StoreError> {
         let conn = open_connection(&self.opts, false)?;
-        SqliteWriter::new(conn, self.opts.stream_cache_entries_max)
+        SqliteWriter::new(
+            conn,
+            self.opts.stream_cache_entries_max,
+            Duration::from_millis(self.opts.busy_timeout_ms),
+        )
     }
 
     fn read_stream(

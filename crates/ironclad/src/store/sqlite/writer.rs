@@ -38,6 +38,8 @@ pub struct SqliteWriter {
     /// Committed `created_at` of the last event: time never runs backwards
     /// along positions, across restarts and clock steps alike.
     last_created_us: i64,
+    /// The connection's normal busy timeout, restored after a checkpoint.
+    busy_timeout: std::time::Duration,
     scratch: Vec<u8>,
 }
 
@@ -60,13 +62,18 @@ fn is_id_collision(e: &rusqlite::Error) -> bool {
 }
 
 impl SqliteWriter {
-    pub(crate) fn new(conn: Connection, cache_entries_max: usize) -> Result<Self, StoreError> {
+    pub(crate) fn new(
+        conn: Connection,
+        cache_entries_max: usize,
+        busy_timeout: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         let mut w = SqliteWriter {
             conn,
             cache: HashMap::new(),
             cache_entries_max: cache_entries_max.max(1),
             global: (0, ZERO_HASH),
             last_created_us: 0,
+            busy_timeout,
             scratch: Vec::with_capacity(4096),
         };
         w.reload()?;
@@ -410,11 +417,21 @@ impl StoreWriter for SqliteWriter {
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
-        let (busy, _log, _done): (i64, i64, i64) =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
+        // No busy wait: TRUNCATE waits for readers, and this runs on the
+        // writer thread, so waiting would stall every append behind it.
+        // A blocked checkpoint reports Busy at once instead.
+        self.conn.busy_timeout(std::time::Duration::ZERO)?;
+        let outcome = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        self.conn.busy_timeout(self.busy_timeout)?;
+        let (busy, _log, _done) = outcome?;
         if busy != 0 {
             return Err(StoreError::Busy(
                 "the WAL could not be truncated because readers still hold old snapshots; retry once they finish".into(),
