@@ -297,50 +297,56 @@ fn validate_event(index: usize, event: &NewEvent, limits: &Limits) -> Result<(),
     Ok(())
 }
 
+/// Tracks whether a JSON byte stream is inside a string literal, so scans
+/// can treat structural bytes and string contents differently.
+#[derive(Default)]
+struct StringState {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl StringState {
+    /// Feeds one byte; true when it lies outside every string literal (the
+    /// quotes themselves count as inside).
+    fn outside(&mut self, b: u8) -> bool {
+        if self.in_string {
+            match (self.escaped, b) {
+                (true, _) => self.escaped = false,
+                (false, b'\\') => self.escaped = true,
+                (false, b'"') => self.in_string = false,
+                _ => {}
+            }
+            false
+        } else if b == b'"' {
+            self.in_string = true;
+            false
+        } else {
+            true
+        }
+    }
+}
+
+fn is_json_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// Removes insignificant whitespace (outside strings) from valid JSON text,
 /// keeping everything else byte for byte: key order, number spelling and
 /// string escapes. `None` when the text is already compact. Stored payloads
 /// are compact so that `read` can print each event on one line, verbatim.
 pub fn compact_json(text: &str) -> Option<String> {
-    let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let (mut in_string, mut escaped) = (false, false);
-    let mut needs = false;
-    for b in text.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if is_ws(b) {
-            needs = true;
-            break;
-        }
-    }
-    if !needs {
+    let mut scan = StringState::default();
+    if !text
+        .bytes()
+        .any(|b| scan.outside(b) && is_json_whitespace(b))
+    {
         return None;
     }
-    let mut out = Vec::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for b in text.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            out.push(b);
-        } else if b == b'"' {
-            in_string = true;
-            out.push(b);
-        } else if !is_ws(b) {
-            out.push(b);
-        }
-    }
+    let mut scan = StringState::default();
+    let out: Vec<u8> = text
+        .bytes()
+        .filter(|&b| !(scan.outside(b) && is_json_whitespace(b)))
+        .collect();
     // Only ASCII whitespace bytes were removed, so the text is still UTF-8.
     String::from_utf8(out).ok()
 }
@@ -348,19 +354,13 @@ pub fn compact_json(text: &str) -> Option<String> {
 /// Whether brackets outside strings nest deeper than `max`. A linear scan
 /// that runs before parsing, so hostile nesting costs O(n) and no stack.
 pub fn json_depth_exceeds(text: &str, max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut scan = StringState::default();
+    let mut depth = 0usize;
     for b in text.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
+        if !scan.outside(b) {
             continue;
         }
         match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
