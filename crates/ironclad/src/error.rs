@@ -17,7 +17,7 @@ use crate::validate::ValidationError;
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// SQLite reported an error.
-    #[error("sqlite: {0}")]
+    #[error("sqlite: {0}{hint}", hint = sqlite_hint(.0))]
     Sqlite(#[from] rusqlite::Error),
     /// A file-system operation failed.
     #[error("i/o on {path}: {source}")]
@@ -33,6 +33,24 @@ pub enum StoreError {
     /// A stored row cannot be decoded: the database is damaged or was edited.
     #[error("corrupt row: {0}; run `ironclad ledger verify` to locate the damage")]
     Corrupt(String),
+}
+
+/// What an operator should check for the SQLite errors that mean the
+/// environment, not Ironclad, is failing.
+fn sqlite_hint(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
+            " (check free disk space, file-size limits and the disk's health)"
+        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            " (another connection holds the database; retry, or stop the other process)"
+        }
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            " (check the data directory's permissions and mount)"
+        }
+        _ => "",
+    }
 }
 
 /// The schema could not be brought to this binary's version.
