@@ -379,6 +379,11 @@ fn envelope_import_is_idempotent_and_read_is_verbatim() {
     let again = run_with_stdin(cmd, input);
     let acks2 = json_lines(&again.stdout);
     assert_eq!(acks2.len(), 2);
+    let summary = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        summary.contains("appended 0 events; 2 were already appended; 1 lines rejected"),
+        "{summary}"
+    );
     for (a, b) in acks.iter().zip(&acks2) {
         assert_eq!(
             (a["version"].clone(), a["position"].clone()),

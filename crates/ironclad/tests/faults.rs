@@ -392,3 +392,37 @@ async fn a_second_shutdown_waits_for_the_writer_and_frees_the_lock() {
         .await
         .expect("idempotent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whitespace_only_differences_are_the_same_content() {
+    let tmp = common::tempdir();
+    let journal = common::open(common::fast_config(&common::data_dir(&tmp)));
+    let id = Uuid::now_v7();
+    let compact = NewEvent::new("t", r#"{"a":[1,2],"b":"x y"}"#).with_id(id);
+    let pretty = NewEvent::new("t", "{\n  \"a\": [1, 2],\n  \"b\": \"x y\"\n}\n").with_id(id);
+    let first = journal
+        .append("s", ExpectedVersion::Any, vec![pretty])
+        .await
+        .unwrap();
+    assert_eq!(first.status, AppendStatus::Appended);
+    let stored = journal.read("s", 1, 1).unwrap().remove(0);
+    assert_eq!(
+        stored.payload, r#"{"a":[1,2],"b":"x y"}"#,
+        "stored compact; string contents untouched"
+    );
+    let again = journal
+        .append("s", ExpectedVersion::Any, vec![compact])
+        .await
+        .unwrap();
+    assert_eq!(again.status, AppendStatus::AlreadyAppended);
+    assert_eq!(again.events, first.events);
+    let other = NewEvent::new("t", r#"{"a":[1,2],"b":"x  y"}"#).with_id(id);
+    assert!(
+        matches!(
+            journal.append("s", ExpectedVersion::Any, vec![other]).await,
+            Err(AppendError::IdempotencyConflict { .. })
+        ),
+        "whitespace inside a string is content"
+    );
+    common::shutdown(&journal).await;
+}

@@ -215,9 +215,11 @@ impl<S: Store> Journal<S> {
     }
 
     /// Returns once everything queued before the call has been committed and
-    /// answered. `Err(NotDurable)` if a group commit failed since the
-    /// previous flush: the appends in it were answered with errors and are
-    /// not durable. Each failure is reported to one flush.
+    /// answered. `Err(NotDurable)` if a group commit failed after this call
+    /// was sent (so before its barrier), or if a failure has not yet been
+    /// reported to any flush. Gap: a failure that another flush already
+    /// reported is not reported again; the appends themselves were always
+    /// answered with the error. Cancel-safe (the barrier is only observed).
     pub async fn flush(&self) -> Result<(), ControlError> {
         let seen = self.shared.failed_commits.load(Ordering::Acquire);
         self.control(|reply| Control::Flush { seen, reply }).await

@@ -209,16 +209,15 @@ impl<S: Store> LogReader<S> {
     /// landed after the events were read, in which case the event it names
     /// exists and carries its hash (it is verified next time). A head left
     /// pointing at a deleted or altered event is a mismatch.
-    fn check_head_ahead(&self, head: &StreamHead) -> Result<(), LedgerMismatch> {
+    fn check_head_ahead(&self, head: &StreamHead) -> Result<(), VerifyError> {
         let found = self
             .store
-            .read_stream(&head.stream, head.version, 1)
-            .ok()
-            .and_then(|mut v| v.pop())
+            .read_stream(&head.stream, head.version, 1)?
+            .pop()
             .filter(|e| e.version == head.version);
         match found {
             Some(e) if e.hash == head.hash => Ok(()),
-            found => Err(LedgerMismatch {
+            found => Err(VerifyError::Mismatch(Box::new(LedgerMismatch {
                 kind: MismatchKind::StreamHead,
                 stream: head.stream.clone(),
                 version: head.version,
@@ -232,7 +231,7 @@ impl<S: Store> LogReader<S> {
                     Some(e) => format!("hash {}", hex::encode(e.hash)),
                     None => "no such event".to_string(),
                 },
-            }),
+            }))),
         }
     }
 
@@ -255,7 +254,7 @@ impl<S: Store> LogReader<S> {
                 hash: ZERO_HASH,
             });
             if head.version > verifier.stream_version(stream) {
-                return self.check_head_ahead(&head).map_err(mismatch);
+                return self.check_head_ahead(&head);
             }
             return verifier.check_stream_head(&head).map_err(mismatch);
         }
@@ -266,7 +265,7 @@ impl<S: Store> LogReader<S> {
             for head in &page {
                 listed.insert(head.stream.clone());
                 if !quiescent && head.version > verifier.stream_version(&head.stream) {
-                    self.check_head_ahead(head).map_err(mismatch)?;
+                    self.check_head_ahead(head)?;
                     continue;
                 }
                 verifier.check_stream_head(head).map_err(mismatch)?;
