@@ -179,6 +179,10 @@ pub enum ControlError {
         "a commit before this barrier failed, so not everything accepted before it is durable: {0}"
     )]
     NotDurable(Arc<StoreError>),
+    /// Shutdown committed everything, but the final WAL checkpoint failed;
+    /// the data is durable in the WAL and is checkpointed at the next open.
+    #[error("the final WAL checkpoint failed (the data is durable in the WAL and will be checkpointed at the next open): {0}")]
+    FinalCheckpoint(Arc<StoreError>),
     /// The deadline passed before the queue drained.
     #[error("shutdown deadline passed with work still queued: the writer keeps draining in the background, but acknowledgements after the deadline are not awaited")]
     DeadlineExceeded,

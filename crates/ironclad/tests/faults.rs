@@ -426,3 +426,31 @@ async fn whitespace_only_differences_are_the_same_content() {
     );
     common::shutdown(&journal).await;
 }
+
+// The gate is held across awaits on purpose (see above).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shutdown_call_learns_an_unreported_failure() {
+    let tmp = common::tempdir();
+    let (journal, fail, gate) = gated_journal(&common::data_dir(&tmp));
+    fail.store(true, Ordering::SeqCst);
+    let held = gate.lock().unwrap();
+    drop(
+        journal
+            .enqueue("s", ExpectedVersion::Any, vec![ev(1)])
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        journal.shutdown(Duration::from_millis(50)).await,
+        Err(ControlError::DeadlineExceeded)
+    ));
+    drop(held);
+    for call in ["second", "third"] {
+        let r = journal.shutdown(Duration::from_secs(30)).await;
+        assert!(
+            matches!(r, Err(ControlError::NotDurable(_))),
+            "{call} call: {r:?}"
+        );
+    }
+}

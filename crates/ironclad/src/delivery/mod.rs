@@ -7,3 +7,4 @@ pub mod breaker;
 pub mod budget;
 pub mod classify;
 pub mod retry;
+pub mod signature;

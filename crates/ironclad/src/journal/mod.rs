@@ -31,7 +31,7 @@ use crate::store::{PreparedAppend, Store};
 use crate::validate::{compact_json, validate_append, ValidationError};
 
 pub use reader::{LogReader, VerifyOptions, VerifyReport, READ_LIMIT_MAX};
-use writer::{BatchBounds, Command, Control, QueueGauge, QueuedAppend};
+use writer::{BatchBounds, Command, Control, Exit, QueueGauge, QueuedAppend};
 
 /// A handle to an open journal. Clone it freely: clones share one queue and
 /// one writer. Read methods come from [`LogReader`] via `Deref`.
@@ -57,8 +57,9 @@ struct Shared<S: Store> {
     closed: AtomicBool,
     /// Failed group commits so far (the writer counts); flushes stamp it.
     failed_commits: Arc<AtomicU64>,
-    /// Becomes true once the writer thread has stopped and released the lock.
-    writer_exited: watch::Receiver<bool>,
+    /// Becomes `Some` once the writer thread has stopped and released the
+    /// lock, with how it stopped (`None` inside if it panicked).
+    writer_exited: watch::Receiver<Option<Option<Exit>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -113,15 +114,15 @@ impl<S: Store> Journal<S> {
         let thread_gauge = Arc::clone(&gauge);
         let failed_commits = Arc::new(AtomicU64::new(0));
         let thread_failed = Arc::clone(&failed_commits);
-        let (exited_tx, writer_exited) = watch::channel(false);
+        let (exited_tx, writer_exited) = watch::channel(None);
         let handle = std::thread::Builder::new()
             .name("ironclad-writer".into())
             .spawn(move || {
-                writer::run(writer, rx, bounds, thread_gauge, thread_failed);
+                let exit = writer::run(writer, rx, bounds, thread_gauge, thread_failed);
                 // Released only once the writer has stopped for good, so a
                 // second engine can never overlap with this one's last commit.
                 drop(lock);
-                let _ = exited_tx.send(true);
+                let _ = exited_tx.send(Some(Some(exit)));
             })
             .map_err(|e| OpenError::DataDir {
                 path: config.data_dir.clone(),
@@ -235,40 +236,23 @@ impl<S: Store> Journal<S> {
     /// `ShuttingDown`. If `deadline` passes first, returns
     /// [`ControlError::DeadlineExceeded`]; the writer keeps draining in the
     /// background, and calling `shutdown` again waits (within its own
-    /// deadline) until it has stopped and the lock is free. A call after a
-    /// completed shutdown returns `Ok` at once. Cancel-safe: dropping the
+    /// deadline) until it has stopped and the lock is free. Every call
+    /// returns the same outcome once the writer has stopped. Cancel-safe: dropping the
     /// future does not stop the shutdown, which proceeds in the background.
     pub async fn shutdown(&self, deadline: Duration) -> Result<(), ControlError> {
-        let started = Instant::now();
-        let mut result = Ok(());
         if !self.shared.closed.swap(true, Ordering::SeqCst) {
             self.shared.events_sem.close();
             self.shared.bytes_sem.close();
-            let (reply, rx) = oneshot::channel();
-            let sent = self
-                .shared
-                .tx
-                .send(Command::Control(Control::Shutdown(reply)));
-            if sent.is_err() {
-                result = Err(ControlError::WriterGone);
-            } else {
-                result = match tokio::time::timeout(deadline, rx).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(_)) => Err(ControlError::WriterGone),
-                    Err(_) => return Err(ControlError::DeadlineExceeded),
-                };
-            }
+            // If the writer is already gone, the exit watch says how.
+            let _ = self.shared.tx.send(Command::Control(Control::Shutdown));
         }
-        let remaining = deadline.saturating_sub(started.elapsed());
         let mut exited = self.shared.writer_exited.clone();
-        // An Err from wait_for means the thread is gone without saying so
-        // (it panicked): it has stopped either way.
-        if tokio::time::timeout(remaining, exited.wait_for(|done| *done))
-            .await
-            .is_err()
-        {
-            return Err(ControlError::DeadlineExceeded);
-        }
+        let outcome = match tokio::time::timeout(deadline, exited.wait_for(Option::is_some)).await {
+            Err(_) => return Err(ControlError::DeadlineExceeded),
+            // The sender is gone without a value: the thread panicked.
+            Ok(Err(_)) => None,
+            Ok(Ok(v)) => v.clone().flatten(),
+        };
         let handle = self
             .shared
             .writer_thread
@@ -278,7 +262,12 @@ impl<S: Store> Journal<S> {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
-        result
+        match outcome {
+            Some(Exit::Clean) => Ok(()),
+            Some(Exit::NotDurable(e)) => Err(ControlError::NotDurable(e)),
+            Some(Exit::CheckpointFailed(e)) => Err(ControlError::FinalCheckpoint(e)),
+            None => Err(ControlError::WriterGone),
+        }
     }
 
     /// A read handle that outlives nothing: cheap to clone.

@@ -45,7 +45,10 @@ pub(crate) enum Control {
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
     Checkpoint(oneshot::Sender<Result<(), ControlError>>),
-    Shutdown(oneshot::Sender<Result<(), ControlError>>),
+    /// Answered through the journal's exit watch (see [`Exit`]), so that
+    /// every shutdown caller, including one that retries after a deadline,
+    /// learns the same outcome.
+    Shutdown,
 }
 
 /// Bounds on one group commit.
@@ -95,6 +98,18 @@ impl FailureLog {
     }
 }
 
+/// How the writer stopped, published to every `shutdown` caller.
+#[derive(Debug, Clone)]
+pub(crate) enum Exit {
+    /// Drained and checkpointed (or the checkpoint was skipped as Busy).
+    Clean,
+    /// A commit failed that no flush had reported: not everything accepted
+    /// is durable.
+    NotDurable(Arc<StoreError>),
+    /// Everything is committed, but the final WAL checkpoint failed.
+    CheckpointFailed(Arc<StoreError>),
+}
+
 /// Runs until shutdown or until every sender is dropped.
 pub(crate) fn run<W: StoreWriter>(
     mut writer: W,
@@ -102,7 +117,7 @@ pub(crate) fn run<W: StoreWriter>(
     bounds: BatchBounds,
     gauge: Arc<QueueGauge>,
     failed_commits: Arc<AtomicU64>,
-) {
+) -> Exit {
     let mut failures = FailureLog {
         count: failed_commits,
         last: None,
@@ -110,7 +125,11 @@ pub(crate) fn run<W: StoreWriter>(
     };
     loop {
         let Ok(first) = rx.recv() else {
-            return; // all handles dropped: everything sent was committed
+            // All handles dropped: everything sent was committed.
+            return match failures.last.filter(|_| failures.unreported) {
+                Some(e) => Exit::NotDurable(e),
+                None => Exit::Clean,
+            };
         };
         let (appends, control) = collect_batch(first, &rx, bounds);
         let batch = commit(&mut writer, appends, &gauge);
@@ -131,7 +150,7 @@ pub(crate) fn run<W: StoreWriter>(
                 };
                 let _ = reply.send(result);
             }
-            Some(Control::Shutdown(reply)) => {
+            Some(Control::Shutdown) => {
                 // Intake is closed, but appends that passed the gate just
                 // before it closed may still be queued: commit them too.
                 loop {
@@ -139,10 +158,12 @@ pub(crate) fn run<W: StoreWriter>(
                     while let Ok(cmd) = rx.try_recv() {
                         match cmd {
                             Command::Append(a) => rest.push(a),
-                            Command::Control(Control::Flush { reply: r, .. })
-                            | Command::Control(Control::Checkpoint(r) | Control::Shutdown(r)) => {
+                            Command::Control(
+                                Control::Flush { reply: r, .. } | Control::Checkpoint(r),
+                            ) => {
                                 let _ = r.send(Err(ControlError::ShutDown));
                             }
+                            Command::Control(Control::Shutdown) => {}
                         }
                     }
                     if rest.is_empty() {
@@ -152,21 +173,21 @@ pub(crate) fn run<W: StoreWriter>(
                         failures.record(e);
                     }
                 }
-                let result = if failures.unreported {
-                    failures.answer_flush(u64::MAX)
-                } else {
-                    // Best effort: the data is durable in the WAL either way,
-                    // and a reader in another process must not fail shutdown.
-                    match writer.checkpoint() {
-                        Err(StoreError::Busy(why)) => {
-                            tracing::warn!(%why, "final WAL checkpoint skipped");
-                            Ok(())
-                        }
-                        other => other.map_err(ControlError::from),
+                if failures.unreported {
+                    if let Some(e) = failures.last {
+                        return Exit::NotDurable(e);
                     }
+                }
+                // Best effort: the data is durable in the WAL either way,
+                // and a reader in another process must not fail shutdown.
+                return match writer.checkpoint() {
+                    Ok(()) => Exit::Clean,
+                    Err(StoreError::Busy(why)) => {
+                        tracing::warn!(%why, "final WAL checkpoint skipped");
+                        Exit::Clean
+                    }
+                    Err(e) => Exit::CheckpointFailed(Arc::new(e)),
                 };
-                let _ = reply.send(result);
-                return;
             }
         }
     }
