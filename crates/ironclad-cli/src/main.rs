@@ -7,6 +7,7 @@
 mod bench;
 mod cmd_append;
 mod cmd_demo;
+mod cmd_dump;
 mod cmd_ledger;
 mod cmd_migrate;
 mod cmd_read;
@@ -69,6 +70,12 @@ pub enum Command {
         /// The ledger action.
         #[command(subcommand)]
         action: cmd_ledger::LedgerAction,
+    },
+    /// Emergency dumps: list them, or replay them idempotently.
+    Dump {
+        /// The dump action.
+        #[command(subcommand)]
+        action: cmd_dump::DumpAction,
     },
     /// Apply schema migrations, or show their status.
     Migrate(cmd_migrate::MigrateArgs),
@@ -155,6 +162,7 @@ async fn run(cli: &Cli) -> CmdResult {
         Command::Streams => cmd_read::streams(cli).await,
         Command::Ledger { action } => cmd_ledger::run(cli, action).await,
         Command::Migrate(args) => cmd_migrate::run(cli, args).await,
+        Command::Dump { action } => cmd_dump::run(cli, action).await,
         Command::Bench { which } => bench::run(cli, which).await,
         Command::Demo(args) => cmd_demo::run(cli, args).await,
     }

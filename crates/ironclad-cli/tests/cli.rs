@@ -437,3 +437,39 @@ fn empty_head_and_usage_errors_in_verify() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--against"));
 }
+
+#[test]
+fn dump_list_and_replay() {
+    use ironclad::emergency::{write_dump, DumpRecord};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let events = vec![ironclad::NewEvent::new("t", r#"{"from":"dump"}"#)];
+    let ids = vec![uuid::Uuid::now_v7()];
+    let record = DumpRecord::new("rescued", ironclad::ExpectedVersion::Any, &ids, &events).unwrap();
+    let path = write_dump(&data, &[record], 1).unwrap();
+    let mut list = ironclad(tmp.path());
+    list.args(["--json", "dump", "list"]);
+    let listed = json_lines(&list.output().unwrap().stdout);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["path"], path.to_str().unwrap());
+    let mut replay = ironclad(tmp.path());
+    replay.args(["--json", "dump", "replay", "--all"]);
+    let out = replay.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_lines(&out.stdout).remove(0);
+    assert_eq!(report["appended_events"], 1);
+    let mut read = ironclad(tmp.path());
+    read.args(["read", "rescued"]);
+    let events = json_lines(&read.output().unwrap().stdout);
+    assert_eq!(events[0]["id"], ids[0].to_string());
+    let mut list = ironclad(tmp.path());
+    list.args(["--json", "dump", "list"]);
+    assert!(
+        json_lines(&list.output().unwrap().stdout).is_empty(),
+        "archived"
+    );
+}

@@ -207,3 +207,21 @@ pub enum VerifyError {
     #[error("{0}")]
     Usage(String),
 }
+
+/// `Journal::replay_dump` stopped. Records before `record` were appended
+/// (or found already appended); the dump was not archived, and replaying it
+/// again is safe because every event keeps its id.
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    /// The dump could not be read or archived.
+    #[error(transparent)]
+    Dump(#[from] crate::emergency::DumpError),
+    /// A record could not be appended.
+    #[error("record {record} of the dump could not be appended: {error}; fix the cause (e.g. a stream that moved past the record's expected version) and replay again")]
+    Append {
+        /// 1-based record (line) number.
+        record: usize,
+        /// Why.
+        error: AppendError,
+    },
+}

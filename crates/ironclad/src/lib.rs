@@ -20,6 +20,7 @@
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod emergency;
 pub mod error;
 pub mod expected;
 pub mod hash;
@@ -33,10 +34,13 @@ pub mod validate;
 
 pub use config::{Durability, JournalConfig};
 pub use error::{
-    AppendError, ControlError, MigrateError, OpenError, ReadError, StoreError, VerifyError,
+    AppendError, ControlError, MigrateError, OpenError, ReadError, ReplayError, StoreError,
+    VerifyError,
 };
 pub use expected::WrongExpectedVersion;
-pub use journal::{AppendTicket, Journal, LogReader, VerifyOptions, VerifyReport, READ_LIMIT_MAX};
+pub use journal::{
+    AppendTicket, Journal, LogReader, ReplayReport, VerifyOptions, VerifyReport, READ_LIMIT_MAX,
+};
 pub use ledger::{LedgerMismatch, MismatchKind};
 pub use model::{
     AppendResult, AppendStatus, EventAck, ExpectedVersion, LedgerHead, NewEvent, Op, RecordedEvent,

@@ -22,10 +22,11 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore, TryAcquireErr
 use uuid::Uuid;
 
 use crate::config::JournalConfig;
-use crate::error::{AppendError, ControlError, OpenError};
+use crate::emergency;
+use crate::error::{AppendError, ControlError, OpenError, ReplayError};
 use crate::lockfile::DataDirLock;
 use crate::metrics as m;
-use crate::model::{AppendResult, ExpectedVersion, NewEvent};
+use crate::model::{AppendResult, AppendStatus, ExpectedVersion, NewEvent};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{PreparedAppend, Store};
 use crate::validate::{compact_json, validate_append, ValidationError};
@@ -270,6 +271,58 @@ impl<S: Store> Journal<S> {
         }
     }
 
+    /// Replays an emergency dump: re-appends every record with its original
+    /// ids (so records that did reach the store come back `AlreadyAppended`
+    /// and are not written twice), then archives the dump. Stops at the
+    /// first record that cannot be appended, leaving the dump in place.
+    /// `progress` is called with the number of records done. Not cancel-safe
+    /// in the sense that records already appended stay appended; replaying
+    /// again is safe.
+    pub async fn replay_dump(
+        &self,
+        path: &std::path::Path,
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<ReplayReport, ReplayError> {
+        let owned = path.to_path_buf();
+        let records = tokio::task::spawn_blocking(move || emergency::read_dump(&owned))
+            .await
+            .map_err(|e| {
+                ReplayError::Dump(emergency::DumpError::Encode(format!(
+                    "reader task failed: {e}"
+                )))
+            })??;
+        let mut report = ReplayReport {
+            records: records.len(),
+            appended_events: 0,
+            already_appended_events: 0,
+            archived_to: path.to_path_buf(),
+        };
+        for (i, record) in records.iter().enumerate() {
+            let result = self
+                .append(&record.stream, record.expected, record.to_events())
+                .await
+                .map_err(|error| ReplayError::Append {
+                    record: i + 1,
+                    error,
+                })?;
+            let n = result.events.len() as u64;
+            match result.status {
+                AppendStatus::Appended => report.appended_events += n,
+                AppendStatus::AlreadyAppended => report.already_appended_events += n,
+            }
+            progress(i + 1);
+        }
+        let owned = path.to_path_buf();
+        report.archived_to = tokio::task::spawn_blocking(move || emergency::archive_dump(&owned))
+            .await
+            .map_err(|e| {
+                ReplayError::Dump(emergency::DumpError::Encode(format!(
+                    "archive task failed: {e}"
+                )))
+            })??;
+        Ok(report)
+    }
+
     /// A read handle that outlives nothing: cheap to clone.
     pub fn reader(&self) -> LogReader<S> {
         self.shared.reader.clone()
@@ -369,6 +422,19 @@ impl<S: Store> Deref for Journal<S> {
     fn deref(&self) -> &LogReader<S> {
         &self.shared.reader
     }
+}
+
+/// What a replayed dump did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayReport {
+    /// Records (appends) in the dump.
+    pub records: usize,
+    /// Events written by the replay.
+    pub appended_events: u64,
+    /// Events that were already in the store.
+    pub already_appended_events: u64,
+    /// Where the dump was archived.
+    pub archived_to: std::path::PathBuf,
 }
 
 /// Semaphore permits are u32; `JournalConfig::check` keeps capacities below

@@ -1,0 +1,87 @@
+//! `ironclad dump list|replay`: inspect emergency dumps and re-append them
+//! idempotently (each replayed dump is archived, never deleted).
+
+use clap::Subcommand;
+use ironclad::emergency::list_dumps;
+use ironclad::Journal;
+
+use crate::{journal_config, output, Cli, CmdResult, ExitCode};
+
+/// Dump actions.
+#[derive(Debug, Subcommand)]
+pub enum DumpAction {
+    /// List dumps waiting in `<data-dir>/emergency/`, oldest first.
+    List,
+    /// Replay dumps: one file, or every listed dump with `--all`.
+    Replay {
+        /// The dump file to replay.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        path: Option<std::path::PathBuf>,
+        /// Replay every listed dump, oldest first.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Runs a dump action.
+pub async fn run(cli: &Cli, action: &DumpAction) -> CmdResult {
+    match action {
+        DumpAction::List => {
+            let dumps = list_dumps(&cli.data_dir)?;
+            for d in &dumps {
+                if cli.json {
+                    output::json_line(d)?;
+                } else {
+                    println!("{}  {} bytes", d.path.display(), d.bytes);
+                }
+            }
+            if !cli.json && dumps.is_empty() {
+                println!("no emergency dumps in {}", cli.data_dir.display());
+            }
+            Ok(ExitCode::Ok)
+        }
+        DumpAction::Replay { path, all } => {
+            let paths = match (path, all) {
+                (Some(p), _) => vec![p.clone()],
+                (None, _) => list_dumps(&cli.data_dir)?
+                    .into_iter()
+                    .map(|d| d.path)
+                    .collect(),
+            };
+            let journal = Journal::open(journal_config(cli, Default::default()))?;
+            let mut outcome = Ok(ExitCode::Ok);
+            for p in &paths {
+                let bar = output::progress(0, "replay");
+                let result = journal
+                    .replay_dump(p, &mut |n| {
+                        bar.set_length(bar.length().unwrap_or(0).max(n as u64));
+                        bar.set_position(n as u64);
+                    })
+                    .await;
+                bar.finish_and_clear();
+                match result {
+                    Ok(report) => {
+                        if cli.json {
+                            output::json_line(&report)?;
+                        } else {
+                            println!(
+                                "{}: {} records, {} events appended, {} already present; archived to {}",
+                                p.display(),
+                                report.records,
+                                report.appended_events,
+                                report.already_appended_events,
+                                report.archived_to.display()
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        outcome = Err(e.into());
+                        break;
+                    }
+                }
+            }
+            journal.shutdown(std::time::Duration::from_secs(30)).await?;
+            outcome
+        }
+    }
+}
