@@ -71,6 +71,10 @@ pub struct JournalConfig {
     pub busy_timeout_ms: u64,
     /// Most stream heads cached by the writer before the cache is reset.
     pub stream_cache_entries_max: usize,
+    /// Pauses before each retry of a failed commit of `submit()`ted appends;
+    /// after the last, they go to an emergency dump. At most 10 entries of at
+    /// most 60 s each.
+    pub submit_retry_delays_ms: Vec<u64>,
 }
 
 impl JournalConfig {
@@ -88,6 +92,7 @@ impl JournalConfig {
             read_connections_max: 8,
             busy_timeout_ms: 5_000,
             stream_cache_entries_max: 100_000,
+            submit_retry_delays_ms: vec![10, 100, 1_000],
         }
     }
 
@@ -122,6 +127,11 @@ impl JournalConfig {
         }
         if self.commit_delay_us_max > COMMIT_DELAY_US_LIMIT {
             return bad("commit_delay_us_max must be at most 1000000 (1 second): it delays every acknowledgement");
+        }
+        if self.submit_retry_delays_ms.len() > 10
+            || self.submit_retry_delays_ms.iter().any(|ms| *ms > 60_000)
+        {
+            return bad("submit_retry_delays_ms takes at most 10 pauses of at most 60000 ms each: they stall the writer while the store is failing");
         }
         if u32::try_from(self.queue_bytes_max).is_err()
             || u32::try_from(self.queue_events_max).is_err()

@@ -151,6 +151,16 @@ pub enum AppendError {
     /// The writer thread is gone (it panicked or the journal was dropped).
     #[error("journal writer has stopped: reopen the journal")]
     WriterGone,
+    /// A submitted append could not be committed even after retries, and is
+    /// durable in an emergency dump instead.
+    #[error("the store kept failing, so this submitted append was written to the emergency dump {path}: replay it with `ironclad dump replay` once the store is healthy")]
+    Dumped {
+        /// The dump file.
+        path: PathBuf,
+    },
+    /// An emergency dump failed: the journal refuses all new work.
+    #[error("the journal failed closed: the store failed and so did the emergency dump, so it takes no new work; fix the disk, then restart and run `ironclad dump replay`")]
+    FailedClosed,
 }
 
 /// A read failed.

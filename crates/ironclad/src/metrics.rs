@@ -22,6 +22,13 @@ pub const COMMIT_LATENCY_SECONDS: &str = "ironclad_ingest_commit_latency_seconds
 /// Histogram: seconds from enqueue to acknowledgement.
 pub const ACK_LATENCY_SECONDS: &str = "ironclad_ingest_ack_latency_seconds";
 
+/// Counter: emergency dumps written.
+pub const DUMPS_TOTAL: &str = "ironclad_dump_dumps_total";
+/// Counter: events written to emergency dumps.
+pub const DUMPED_EVENTS_TOTAL: &str = "ironclad_dump_events_total";
+/// Counter: events re-appended by dump replay (new, not already present).
+pub const REPLAYED_EVENTS_TOTAL: &str = "ironclad_dump_replayed_events_total";
+
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};

@@ -18,82 +18,14 @@ use std::time::Duration;
 
 use ironclad::lockfile::DataDirLock;
 
-use ironclad::store::sqlite::{SqliteOptions, SqliteStore, SqliteWriter};
-use ironclad::store::{AppendOutcome, PreparedAppend, Store, StoreWriter};
+use ironclad::store::sqlite::{SqliteOptions, SqliteStore};
+use ironclad::store::{PreparedAppend, Store, StoreWriter};
 use ironclad::{
-    AppendError, AppendStatus, ControlError, ExpectedVersion, Journal, LedgerHead, NewEvent,
-    RecordedEvent, StoreError, StreamHead,
+    AppendError, AppendStatus, ControlError, ExpectedVersion, Journal, NewEvent, StoreError,
 };
 use uuid::Uuid;
 
-/// A real store whose writer fails every commit while `fail` is set, and
-/// whose commits wait while the test holds `gate`.
-struct FlakyStore {
-    inner: SqliteStore,
-    fail: Arc<AtomicBool>,
-    gate: Arc<Mutex<()>>,
-}
-
-struct FlakyWriter {
-    inner: SqliteWriter,
-    fail: Arc<AtomicBool>,
-    gate: Arc<Mutex<()>>,
-}
-
-impl StoreWriter for FlakyWriter {
-    fn commit(
-        &mut self,
-        batch: &[PreparedAppend],
-        created_at_us: i64,
-    ) -> Result<Vec<AppendOutcome>, StoreError> {
-        drop(self.gate.lock());
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Io {
-                path: "injected".into(),
-                source: std::io::Error::other("injected: disk I/O error"),
-            });
-        }
-        self.inner.commit(batch, created_at_us)
-    }
-
-    fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.inner.checkpoint()
-    }
-}
-
-impl Store for FlakyStore {
-    type Writer = FlakyWriter;
-    fn open_writer(&self) -> Result<FlakyWriter, StoreError> {
-        Ok(FlakyWriter {
-            inner: self.inner.open_writer()?,
-            fail: Arc::clone(&self.fail),
-            gate: Arc::clone(&self.gate),
-        })
-    }
-    fn read_stream(
-        &self,
-        s: &str,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(s, from, limit)
-    }
-    fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(from, limit)
-    }
-    fn stream_head(&self, s: &str) -> Result<Option<StreamHead>, StoreError> {
-        self.inner.stream_head(s)
-    }
-    fn list_streams(&self, after: &str, limit: usize) -> Result<Vec<StreamHead>, StoreError> {
-        self.inner.list_streams(after, limit)
-    }
-    fn ledger_head(&self) -> Result<Option<LedgerHead>, StoreError> {
-        self.inner.ledger_head()
-    }
-    fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
-        self.inner.event_at(position)
-    }
-}
+use common::flaky::FlakyStore;
 
 fn ev(n: u64) -> NewEvent {
     NewEvent::new("t", format!("{{\"n\":{n}}}")).with_id(Uuid::now_v7())
@@ -108,6 +40,7 @@ async fn failed_commit_writes_nothing_and_retry_succeeds_once() {
     let store = FlakyStore {
         inner: SqliteStore::open(SqliteOptions::from_config(&cfg)).unwrap(),
         fail: Arc::clone(&fail),
+        fail_next: Arc::default(),
         gate: Arc::default(),
     };
     let journal = Journal::with_store(store, cfg, None).unwrap();
@@ -301,6 +234,7 @@ fn gated_journal(dir: &std::path::Path) -> (Journal<FlakyStore>, Arc<AtomicBool>
     let store = FlakyStore {
         inner: SqliteStore::open(SqliteOptions::from_config(&cfg)).unwrap(),
         fail: Arc::clone(&fail),
+        fail_next: Arc::default(),
         gate: Arc::clone(&gate),
     };
     (

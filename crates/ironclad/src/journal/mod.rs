@@ -32,7 +32,7 @@ use crate::store::{PreparedAppend, Store};
 use crate::validate::{compact_json, validate_append, ValidationError};
 
 pub use reader::{LogReader, VerifyOptions, VerifyReport, READ_LIMIT_MAX};
-use writer::{BatchBounds, Command, Control, Exit, QueueGauge, QueuedAppend};
+use writer::{BatchBounds, Command, Control, Exit, QueueGauge, QueuedAppend, WriterEnv};
 
 /// A handle to an open journal. Clone it freely: clones share one queue and
 /// one writer. Read methods come from [`LogReader`] via `Deref`.
@@ -56,6 +56,8 @@ struct Shared<S: Store> {
     bytes_sem: Arc<Semaphore>,
     gauge: Arc<QueueGauge>,
     closed: AtomicBool,
+    /// Set by the writer when an emergency dump fails: refuse all new work.
+    failed_closed: Arc<AtomicBool>,
     /// Failed group commits so far (the writer counts); flushes stamp it.
     failed_commits: Arc<AtomicU64>,
     /// Becomes `Some` once the writer thread has stopped and released the
@@ -72,6 +74,14 @@ struct Shared<S: Store> {
 #[must_use = "an append is acknowledged only when its ticket resolves"]
 pub struct AppendTicket {
     rx: oneshot::Receiver<Result<AppendResult, AppendError>>,
+    ids: Vec<Uuid>,
+}
+
+impl AppendTicket {
+    /// The ids of the queued events, in order (given or generated).
+    pub fn ids(&self) -> &[Uuid] {
+        &self.ids
+    }
 }
 
 impl Future for AppendTicket {
@@ -116,10 +126,20 @@ impl<S: Store> Journal<S> {
         let failed_commits = Arc::new(AtomicU64::new(0));
         let thread_failed = Arc::clone(&failed_commits);
         let (exited_tx, writer_exited) = watch::channel(None);
+        let failed_closed = Arc::new(AtomicBool::new(false));
+        let env = WriterEnv {
+            data_dir: config.data_dir.clone(),
+            submit_retry_delays: config
+                .submit_retry_delays_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+            failed_closed: Arc::clone(&failed_closed),
+        };
         let handle = std::thread::Builder::new()
             .name("ironclad-writer".into())
             .spawn(move || {
-                let exit = writer::run(writer, rx, bounds, thread_gauge, thread_failed);
+                let exit = writer::run(writer, rx, bounds, thread_gauge, thread_failed, env);
                 // Released only once the writer has stopped for good, so a
                 // second engine can never overlap with this one's last commit.
                 drop(lock);
@@ -141,6 +161,7 @@ impl<S: Store> Journal<S> {
                 tx,
                 gauge,
                 closed: AtomicBool::new(false),
+                failed_closed,
                 failed_commits,
                 writer_exited,
                 writer_thread: Mutex::new(Some(handle)),
@@ -177,6 +198,35 @@ impl<S: Store> Journal<S> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendTicket, AppendError> {
+        self.enqueue_as(stream, expected, events, false).await
+    }
+
+    /// Fire-and-forget (SPEC §2 `submit()`): waits for queue room, queues the
+    /// append and returns its event ids as soon as it is queued, without
+    /// waiting for durability. If the store then fails, the writer retries
+    /// with the pauses in `JournalConfig::submit_retry_delays_ms`, and if it
+    /// still fails it writes the append to an emergency dump (fsynced) for
+    /// `ironclad dump replay`. If the dump fails too, the journal fails
+    /// closed: every later call is refused with `FailedClosed`. Use
+    /// `flush()` as a barrier to learn that submitted work is durable.
+    /// Cancel-safe while waiting for room (nothing is queued yet).
+    pub async fn submit(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Uuid>, AppendError> {
+        let ticket = self.enqueue_as(stream, expected, events, true).await?;
+        Ok(ticket.ids)
+    }
+
+    async fn enqueue_as(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        submitted: bool,
+    ) -> Result<AppendTicket, AppendError> {
         let (append, bytes) = self.prepare(stream, expected, events)?;
         let n = permits(append.events.len());
         let closed = |_| self.reject("shutting_down", AppendError::ShuttingDown);
@@ -188,7 +238,7 @@ impl<S: Store> Journal<S> {
             .acquire_many_owned(permits(bytes))
             .await
             .map_err(closed)?;
-        self.send(append, bytes, (e, b))
+        self.send(append, bytes, (e, b), submitted)
     }
 
     /// Like [`Journal::enqueue`] but never waits: returns
@@ -213,7 +263,7 @@ impl<S: Store> Journal<S> {
         };
         let e = acquire(&self.shared.events_sem, append.events.len(), "events")?;
         let b = acquire(&self.shared.bytes_sem, bytes, "bytes")?;
-        self.send(append, bytes, (e, b))
+        self.send(append, bytes, (e, b), false)
     }
 
     /// Returns once everything queued before the call has been committed and
@@ -307,7 +357,10 @@ impl<S: Store> Journal<S> {
                 })?;
             let n = result.events.len() as u64;
             match result.status {
-                AppendStatus::Appended => report.appended_events += n,
+                AppendStatus::Appended => {
+                    metrics::counter!(m::REPLAYED_EVENTS_TOTAL).increment(n);
+                    report.appended_events += n
+                }
                 AppendStatus::AlreadyAppended => report.already_appended_events += n,
             }
             progress(i + 1);
@@ -339,6 +392,9 @@ impl<S: Store> Journal<S> {
         expected: ExpectedVersion,
         mut events: Vec<NewEvent>,
     ) -> Result<(PreparedAppend, usize), AppendError> {
+        if self.shared.failed_closed.load(Ordering::Acquire) {
+            return Err(self.reject("failed_closed", AppendError::FailedClosed));
+        }
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(self.reject("shutting_down", AppendError::ShuttingDown));
         }
@@ -378,8 +434,10 @@ impl<S: Store> Journal<S> {
         append: PreparedAppend,
         bytes: usize,
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        submitted: bool,
     ) -> Result<AppendTicket, AppendError> {
         let (ack, rx) = oneshot::channel();
+        let ids = append.ids.clone();
         let n = append.events.len();
         let gauge = &self.shared.gauge;
         let depth_events = gauge.events.fetch_add(n, Ordering::Relaxed) + n;
@@ -392,13 +450,14 @@ impl<S: Store> Journal<S> {
             enqueued: Instant::now(),
             ack,
             permits,
+            submitted,
         });
         if self.shared.tx.send(cmd).is_err() {
             gauge.events.fetch_sub(n, Ordering::Relaxed);
             gauge.bytes.fetch_sub(bytes, Ordering::Relaxed);
             return Err(AppendError::WriterGone);
         }
-        Ok(AppendTicket { rx })
+        Ok(AppendTicket { rx, ids })
     }
 
     async fn control(

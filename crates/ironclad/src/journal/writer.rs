@@ -27,6 +27,19 @@ pub(crate) struct QueuedAppend {
     pub enqueued: Instant,
     pub ack: oneshot::Sender<Result<AppendResult, AppendError>>,
     pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    /// Queued by `submit()`: nobody awaits it, so a failing store must not
+    /// drop it. It is retried, then dumped (see [`WriterEnv`]).
+    pub submitted: bool,
+}
+
+/// What the writer needs to protect submitted appends when the store fails.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterEnv {
+    pub data_dir: std::path::PathBuf,
+    /// Pauses before each retry of a failed commit of submitted appends.
+    pub submit_retry_delays: Vec<Duration>,
+    /// Set when even the emergency dump failed: the journal takes no more work.
+    pub failed_closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the writer thread receives.
@@ -117,6 +130,7 @@ pub(crate) fn run<W: StoreWriter>(
     bounds: BatchBounds,
     gauge: Arc<QueueGauge>,
     failed_commits: Arc<AtomicU64>,
+    env: WriterEnv,
 ) -> Exit {
     let mut failures = FailureLog {
         count: failed_commits,
@@ -132,7 +146,7 @@ pub(crate) fn run<W: StoreWriter>(
             };
         };
         let (appends, control) = collect_batch(first, &rx, bounds);
-        let batch = commit(&mut writer, appends, &gauge);
+        let batch = commit(&mut writer, appends, &gauge, &env);
         if let Err(e) = &batch {
             failures.record(Arc::clone(e));
         }
@@ -169,7 +183,7 @@ pub(crate) fn run<W: StoreWriter>(
                     if rest.is_empty() {
                         break;
                     }
-                    if let Err(e) = commit(&mut writer, rest, &gauge) {
+                    if let Err(e) = commit(&mut writer, rest, &gauge, &env) {
                         failures.record(e);
                     }
                 }
@@ -234,12 +248,93 @@ fn collect_batch(
     }
 }
 
+type Waiter = (
+    oneshot::Sender<Result<AppendResult, AppendError>>,
+    Instant,
+    (OwnedSemaphorePermit, OwnedSemaphorePermit),
+);
+
+/// Answers each append of a committed batch with its own outcome.
+fn answer(outcomes: Vec<crate::store::AppendOutcome>, waiters: Vec<Waiter>, done: Instant) {
+    assert_eq!(outcomes.len(), waiters.len(), "one outcome per append");
+    let ack_latency = metrics::histogram!(m::ACK_LATENCY_SECONDS);
+    let mut appended = 0u64;
+    for (outcome, (ack, enqueued, _permits)) in outcomes.into_iter().zip(waiters) {
+        let reply = match outcome {
+            Ok(r) => {
+                if r.status == AppendStatus::Appended {
+                    appended += r.events.len() as u64;
+                }
+                Ok(r)
+            }
+            Err(AppendRejection::WrongExpectedVersion(w)) => {
+                metrics::counter!(m::REJECTED_TOTAL, "reason" => "wrong_expected_version")
+                    .increment(1);
+                Err(AppendError::WrongExpectedVersion(w))
+            }
+            Err(AppendRejection::IdempotencyConflict { id, detail }) => {
+                metrics::counter!(m::REJECTED_TOTAL, "reason" => "idempotency_conflict")
+                    .increment(1);
+                Err(AppendError::IdempotencyConflict { id, detail })
+            }
+        };
+        ack_latency.record((done - enqueued).as_secs_f64());
+        let _ = ack.send(reply);
+    }
+    metrics::counter!(m::APPENDED_EVENTS_TOTAL).increment(appended);
+}
+
+/// What became of submitted appends whose commit failed.
+enum Protected {
+    /// A retry committed them.
+    Committed(Vec<crate::store::AppendOutcome>),
+    /// They are durable in this emergency dump.
+    Dumped(std::path::PathBuf),
+    /// The dump failed too.
+    Lost(crate::emergency::DumpError),
+}
+
+/// Retries the submitted appends with the configured pauses, then dumps
+/// them. Blocks the writer thread: the store is failing anyway, and the
+/// pauses are bounded (`WriterEnv::submit_retry_delays`).
+fn protect_submitted<W: StoreWriter>(
+    writer: &mut W,
+    batch: &[PreparedAppend],
+    env: &WriterEnv,
+) -> Protected {
+    for delay in &env.submit_retry_delays {
+        std::thread::sleep(*delay);
+        if let Ok(outcomes) = writer.commit(batch, crate::clock::now_us()) {
+            return Protected::Committed(outcomes);
+        }
+    }
+    let records: Result<Vec<_>, _> = batch
+        .iter()
+        .map(|a| crate::emergency::DumpRecord::new(&a.stream, a.expected, &a.ids, &a.events))
+        .collect();
+    let dumped = records
+        .and_then(|r| crate::emergency::write_dump(&env.data_dir, &r, crate::clock::now_us()));
+    match dumped {
+        Ok(path) => {
+            let events: usize = batch.iter().map(|a| a.events.len()).sum();
+            metrics::counter!(m::DUMPS_TOTAL).increment(1);
+            metrics::counter!(m::DUMPED_EVENTS_TOTAL).increment(events as u64);
+            tracing::error!(path = %path.display(), events, "store keeps failing: submitted appends written to an emergency dump; replay with `ironclad dump replay`");
+            Protected::Dumped(path)
+        }
+        Err(e) => Protected::Lost(e),
+    }
+}
+
 /// Commits one batch and answers every append in it. `Err` (the shared
-/// store error) when the whole batch failed.
+/// store error) when appends of the batch are not durable: awaited appends
+/// whose commit failed, or submitted ones that could be neither committed
+/// on retry nor dumped (which also fails the journal closed).
 fn commit<W: StoreWriter>(
     writer: &mut W,
     queued: Vec<QueuedAppend>,
     gauge: &QueueGauge,
+    env: &WriterEnv,
 ) -> Result<(), Arc<StoreError>> {
     if queued.is_empty() {
         return Ok(());
@@ -248,57 +343,62 @@ fn commit<W: StoreWriter>(
     let created_at_us = crate::clock::now_us();
     let mut batch = Vec::with_capacity(queued.len());
     let mut waiters = Vec::with_capacity(queued.len());
+    let mut submitted = Vec::with_capacity(queued.len());
     let (mut events, mut bytes) = (0usize, 0usize);
     for q in queued {
         events += q.append.events.len();
         bytes += q.bytes;
         batch.push(q.append);
         waiters.push((q.ack, q.enqueued, q.permits));
+        submitted.push(q.submitted);
     }
     let started = Instant::now();
     let result = writer.commit(&batch, created_at_us);
     let done = Instant::now();
     metrics::histogram!(m::COMMIT_LATENCY_SECONDS).record((done - started).as_secs_f64());
     metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(events as f64);
-    let ack_latency = metrics::histogram!(m::ACK_LATENCY_SECONDS);
     let status = match result {
         Ok(outcomes) => {
-            assert_eq!(outcomes.len(), waiters.len(), "one outcome per append");
-            let mut appended = 0u64;
-            for (outcome, (ack, enqueued, _permits)) in outcomes.into_iter().zip(waiters) {
-                let reply = match outcome {
-                    Ok(r) => {
-                        if r.status == AppendStatus::Appended {
-                            appended += r.events.len() as u64;
-                        }
-                        Ok(r)
-                    }
-                    Err(AppendRejection::WrongExpectedVersion(w)) => {
-                        metrics::counter!(m::REJECTED_TOTAL, "reason" => "wrong_expected_version")
-                            .increment(1);
-                        Err(AppendError::WrongExpectedVersion(w))
-                    }
-                    Err(AppendRejection::IdempotencyConflict { id, detail }) => {
-                        metrics::counter!(m::REJECTED_TOTAL, "reason" => "idempotency_conflict")
-                            .increment(1);
-                        Err(AppendError::IdempotencyConflict { id, detail })
-                    }
-                };
-                ack_latency.record((done - enqueued).as_secs_f64());
-                let _ = ack.send(reply);
-            }
-            metrics::counter!(m::APPENDED_EVENTS_TOTAL).increment(appended);
+            answer(outcomes, waiters, done);
             Ok(())
         }
         Err(e) => {
             tracing::error!(error = %e, appends = waiters.len(), "group commit failed; appends not acknowledged");
             let shared: Arc<StoreError> = Arc::new(e);
-            metrics::counter!(m::REJECTED_TOTAL, "reason" => "store_error")
-                .increment(waiters.len() as u64);
-            for (ack, _, _permits) in waiters {
+            let fail = |ack: oneshot::Sender<Result<AppendResult, AppendError>>| {
+                metrics::counter!(m::REJECTED_TOTAL, "reason" => "store_error").increment(1);
                 let _ = ack.send(Err(AppendError::Store(Arc::clone(&shared))));
+            };
+            let (mut sub_batch, mut sub_waiters) = (Vec::new(), Vec::new());
+            let mut status = Ok(());
+            for ((append, waiter), is_submitted) in batch.into_iter().zip(waiters).zip(submitted) {
+                if is_submitted {
+                    sub_batch.push(append);
+                    sub_waiters.push(waiter);
+                } else {
+                    fail(waiter.0);
+                    status = Err(Arc::clone(&shared));
+                }
             }
-            Err(shared)
+            if !sub_batch.is_empty() {
+                match protect_submitted(writer, &sub_batch, env) {
+                    Protected::Committed(outcomes) => answer(outcomes, sub_waiters, Instant::now()),
+                    Protected::Dumped(path) => {
+                        for (ack, _, _permits) in sub_waiters {
+                            let _ = ack.send(Err(AppendError::Dumped { path: path.clone() }));
+                        }
+                    }
+                    Protected::Lost(dump_error) => {
+                        env.failed_closed.store(true, Ordering::SeqCst);
+                        tracing::error!(error = %dump_error, "emergency dump failed: submitted appends are lost; the journal now refuses all new work (failed closed)");
+                        for (ack, _, _permits) in sub_waiters {
+                            fail(ack);
+                        }
+                        status = Err(Arc::clone(&shared));
+                    }
+                }
+            }
+            status
         }
     };
     // Permits were dropped with the waiters above: capacity is back.
