@@ -11,7 +11,8 @@ pub const QUEUE_DEPTH_BYTES: &str = "ironclad_ingest_queue_depth_bytes";
 /// Gauge: ingest queue capacity in bytes.
 pub const QUEUE_CAPACITY_BYTES: &str = "ironclad_ingest_queue_capacity_bytes";
 /// Counter, label `reason`: appends refused (`full`, `invalid`,
-/// `wrong_expected_version`, `idempotency_conflict`, `shutting_down`, `store_error`).
+/// `wrong_expected_version`, `idempotency_conflict`, `shutting_down`, `store_error`,
+/// `failed_closed`).
 pub const REJECTED_TOTAL: &str = "ironclad_ingest_rejected_total";
 /// Counter: events newly written.
 pub const APPENDED_EVENTS_TOTAL: &str = "ironclad_ingest_appended_events_total";
