@@ -244,6 +244,16 @@ fn gated_journal(dir: &std::path::Path) -> (Journal<FlakyStore>, Arc<AtomicBool>
     )
 }
 
+/// Queues one append and drops its ticket at once: nobody awaits it.
+async fn fire_and_forget(journal: &Journal<FlakyStore>) {
+    drop(
+        journal
+            .enqueue("s", ExpectedVersion::Any, vec![ev(1)])
+            .await
+            .unwrap(),
+    );
+}
+
 /// Polls a future once, so an async call sends its command now.
 fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     std::pin::Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
@@ -258,13 +268,7 @@ async fn every_flush_covering_a_failed_commit_reports_it() {
     let (journal, fail, gate) = gated_journal(&common::data_dir(&tmp));
     fail.store(true, Ordering::SeqCst);
     let held = gate.lock().unwrap();
-    // A fire-and-forget append: its ticket is dropped at once.
-    drop(
-        journal
-            .enqueue("s", ExpectedVersion::Any, vec![ev(1)])
-            .await
-            .unwrap(),
-    );
+    fire_and_forget(&journal).await;
     // Two barriers are sent while that append's commit is still in progress.
     let mut a = Box::pin(journal.flush());
     let mut b = Box::pin(journal.flush());
@@ -369,12 +373,7 @@ async fn every_shutdown_call_learns_an_unreported_failure() {
     let (journal, fail, gate) = gated_journal(&common::data_dir(&tmp));
     fail.store(true, Ordering::SeqCst);
     let held = gate.lock().unwrap();
-    drop(
-        journal
-            .enqueue("s", ExpectedVersion::Any, vec![ev(1)])
-            .await
-            .unwrap(),
-    );
+    fire_and_forget(&journal).await;
     assert!(matches!(
         journal.shutdown(Duration::from_millis(50)).await,
         Err(ControlError::DeadlineExceeded)
