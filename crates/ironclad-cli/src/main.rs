@@ -7,16 +7,22 @@
 mod bench;
 mod cmd_append;
 mod cmd_demo;
+mod cmd_dlq;
 mod cmd_dump;
 mod cmd_ledger;
 mod cmd_migrate;
 mod cmd_read;
+mod cmd_run;
+mod cmd_serve;
+mod cmd_status;
+mod config_file;
 mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use ironclad::{Durability, JournalConfig, OpenError};
 
 /// Process exit codes. Stable: scripts may rely on them.
@@ -48,6 +54,11 @@ pub struct Cli {
         default_value = "./ironclad-data"
     )]
     pub data_dir: PathBuf,
+    /// Whether `data_dir` was given (flag or environment) rather than
+    /// defaulted: `run`, `status` and `dlq` then prefer it over the config
+    /// file's `data_dir`.
+    #[arg(skip)]
+    pub data_dir_explicit: bool,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -71,6 +82,14 @@ pub enum Command {
         #[command(subcommand)]
         action: cmd_ledger::LedgerAction,
     },
+    /// Serve the HTTP API (ingest, read, subscribe, admin) until SIGTERM/SIGINT.
+    Serve(cmd_serve::ServeArgs),
+    /// Run the delivery engine from a config file until SIGTERM/SIGINT (or until idle).
+    Run(cmd_run::RunArgs),
+    /// Per sink: pending, oldest pending age, circuit, DLQ, retry backlog, delivered, cursor.
+    Status(cmd_status::StatusArgs),
+    /// Dead-letter queue: stats, list, show, retry, purge, export (on a stopped engine).
+    Dlq(cmd_dlq::DlqArgs),
     /// Emergency dumps: list them, or replay them idempotently.
     Dump {
         /// The dump action.
@@ -118,7 +137,7 @@ pub fn journal_config(cli: &Cli, durability: Durability) -> JournalConfig {
 }
 
 fn main() -> ProcessExit {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -130,9 +149,15 @@ fn main() -> ProcessExit {
             return ProcessExit::from(code as u8);
         }
     };
+    // `run` is a long-running service: its circuit transitions, janitor
+    // passes and log-sink output are worth seeing.
+    let level = match cli.command {
+        Command::Run(_) | Command::Serve(_) => tracing::Level::INFO,
+        _ => tracing::Level::WARN,
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(level)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -155,6 +180,17 @@ fn main() -> ProcessExit {
     ProcessExit::from(code as u8)
 }
 
+/// Parses the command line, noting whether `--data-dir` was given.
+fn parse() -> Result<Cli, clap::Error> {
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    cli.data_dir_explicit = matches!(
+        matches.value_source("data_dir"),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
+    Ok(cli)
+}
+
 async fn run(cli: &Cli) -> CmdResult {
     match &cli.command {
         Command::Append(args) => cmd_append::run(cli, args).await,
@@ -162,6 +198,10 @@ async fn run(cli: &Cli) -> CmdResult {
         Command::Streams => cmd_read::streams(cli).await,
         Command::Ledger { action } => cmd_ledger::run(cli, action).await,
         Command::Migrate(args) => cmd_migrate::run(cli, args).await,
+        Command::Run(args) => cmd_run::run(cli, args).await,
+        Command::Serve(args) => cmd_serve::run(cli, args).await,
+        Command::Status(args) => cmd_status::run(cli, args).await,
+        Command::Dlq(args) => cmd_dlq::run(cli, args).await,
         Command::Dump { action } => cmd_dump::run(cli, action).await,
         Command::Bench { which } => bench::run(cli, which).await,
         Command::Demo(args) => cmd_demo::run(cli, args).await,

@@ -258,7 +258,10 @@ fn migrate_status_and_migrate() {
     let mut migrate = ironclad(tmp.path());
     migrate.args(["--json", "migrate"]);
     let m = json_lines(&migrate.output().unwrap().stdout).remove(0);
-    assert_eq!(m["applied"], serde_json::json!([1]));
+    assert_eq!(
+        m["applied"],
+        serde_json::json!((1..=ironclad::store::sqlite::SCHEMA_VERSION).collect::<Vec<_>>())
+    );
     let mut again = ironclad(tmp.path());
     again.args(["--json", "migrate"]);
     let m = json_lines(&again.output().unwrap().stdout).remove(0);
@@ -268,7 +271,10 @@ fn migrate_status_and_migrate() {
     let s = json_lines(&status.output().unwrap().stdout).remove(0);
     assert_eq!(
         (s["db_version"].as_u64(), s["binary_version"].as_u64()),
-        (Some(1), Some(1))
+        (
+            Some(u64::from(ironclad::store::sqlite::SCHEMA_VERSION)),
+            Some(u64::from(ironclad::store::sqlite::SCHEMA_VERSION))
+        )
     );
 }
 

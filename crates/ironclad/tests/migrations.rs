@@ -113,7 +113,7 @@ async fn legacy_v0_is_migrated_without_loss() {
     assert!(before.applied.is_empty());
     assert_eq!(
         before.pending.iter().map(|p| p.0).collect::<Vec<_>>(),
-        vec![1]
+        (1..=SCHEMA_VERSION).collect::<Vec<_>>()
     );
 
     // A read-only reader never migrates: it refuses and changes nothing.
@@ -177,12 +177,11 @@ async fn legacy_v0_is_migrated_without_loss() {
 
     let after = status(&dir);
     assert_eq!(after.db_version, SCHEMA_VERSION);
-    assert_eq!(after.db_version, 1);
     assert!(!after.legacy_v0);
     assert!(after.pending.is_empty());
     assert_eq!(
         after.applied.iter().map(|a| a.0).collect::<Vec<_>>(),
-        vec![1]
+        (1..=SCHEMA_VERSION).collect::<Vec<_>>()
     );
     let tables = table_names(&common::raw_connection(&dir));
     assert!(
@@ -205,7 +204,7 @@ async fn rerunning_the_migration_is_a_noop() {
     let head = journal.ledger_head().unwrap();
     common::shutdown(&journal).await;
     let first = status(&dir);
-    assert_eq!(first.applied.len(), 1);
+    assert_eq!(first.applied.len(), SCHEMA_VERSION as usize);
 
     for _ in 0..2 {
         let journal = common::open(common::fast_config(&dir));
@@ -248,12 +247,13 @@ async fn newer_database_is_refused_naming_both_versions() {
                     e,
                     MigrateError::DatabaseNewer {
                         db_version: 999,
-                        binary_version: 1
+                        binary_version: SCHEMA_VERSION
                     }
                 ));
                 let msg = e.to_string();
                 assert!(
-                    msg.contains("version 999") && msg.contains("version 1"),
+                    msg.contains("version 999")
+                        && msg.contains(&format!("version {SCHEMA_VERSION}")),
                     "{msg}"
                 );
             }
@@ -264,7 +264,7 @@ async fn newer_database_is_refused_naming_both_versions() {
     match LogReader::open_sqlite(&common::fast_config(&dir)) {
         Err(OpenError::Migrate(MigrateError::DatabaseNewer {
             db_version: 999,
-            binary_version: 1,
+            binary_version: SCHEMA_VERSION,
         })) => {}
         Err(other) => panic!("reader: expected DatabaseNewer, got {other}"),
         Ok(_) => panic!("reader: a newer database must be refused"),
@@ -290,8 +290,10 @@ async fn empty_directory_migrates_to_the_current_version() {
     assert_eq!(st.db_version, SCHEMA_VERSION);
     assert!(!st.legacy_v0);
     assert!(st.pending.is_empty());
-    assert_eq!(st.applied.len(), 1);
-    assert_eq!(st.applied[0].0, 1);
+    assert_eq!(
+        st.applied.iter().map(|a| a.0).collect::<Vec<_>>(),
+        (1..=SCHEMA_VERSION).collect::<Vec<_>>()
+    );
     assert!(st.applied[0].2 > 0, "applied_at is recorded");
     let tables = table_names(&common::raw_connection(&dir));
     for t in [

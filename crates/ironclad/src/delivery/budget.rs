@@ -13,7 +13,8 @@ pub const BUDGET_WINDOW_MS_LIMIT: u64 = 60 * 60 * 1000;
 pub const BUDGET_RETRIES_PER_S_LIMIT: u32 = 100_000;
 
 /// Settings of a [`RetryBudget`] (Finagle's `RetryBudget`, Envoy's retry budget).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryBudgetConfig {
     /// Retries allowed as a fraction of first attempts in the window, in
     /// `0.0..=1.0` (Finagle's `percentCanRetry`, Envoy's `budget_percent`).

@@ -1,10 +1,25 @@
-//! Delivery building blocks (SPEC §4). This session holds only the pure,
-//! deterministic parts: result classification, the retry policy and the
-//! circuit breaker. The dispatcher, sinks, routes, DLQ and emergency dumps
-//! are not built yet (see README "What is not built yet").
+//! Delivery (SPEC §4): every appended event that a route sends to a sink is
+//! delivered, retried, or dead-lettered, and the store always knows which.
+//!
+//! Pure parts (no I/O, property-tested): [`classify`], [`retry`],
+//! [`budget`], [`breaker`], [`lanes`], [`settle`], [`routes`], [`signature`].
+//! Shells around them: [`sinks`] (HTTP, JSONL, log), the per-sink
+//! [`dispatcher`], the [`engine`] that runs them, [`dlq`] operations and the
+//! DLQ [`archive`].
 
+pub mod archive;
 pub mod breaker;
 pub mod budget;
 pub mod classify;
+pub mod config;
+pub mod dispatcher;
+pub mod dlq;
+pub mod engine;
+pub mod lanes;
 pub mod retry;
+pub mod routes;
+pub mod settle;
 pub mod signature;
+pub mod sink;
+pub mod sinks;
+pub mod status;

@@ -27,7 +27,8 @@ pub const RETRY_AFTER_SECONDS_MAX: u64 = 1 << 31;
 
 /// How a failed delivery is retried. Field names map to SPEC §4's `base`,
 /// `cap`, `max_attempts` and `max_elapsed`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// `base`: the backoff ceiling of the first retry, in milliseconds.
     pub delay_ms_base: u64,

@@ -27,6 +27,7 @@ use crate::error::{AppendError, ControlError, OpenError, ReplayError};
 use crate::lockfile::DataDirLock;
 use crate::metrics as m;
 use crate::model::{AppendResult, AppendStatus, ExpectedVersion, NewEvent};
+use crate::store::delivery::{DeliveryApplied, DeliveryWrite};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{PreparedAppend, Store};
 use crate::validate::{compact_json, validate_append, ValidationError};
@@ -63,6 +64,11 @@ struct Shared<S: Store> {
     /// Becomes `Some` once the writer thread has stopped and released the
     /// lock, with how it stopped (`None` inside if it panicked).
     writer_exited: watch::Receiver<Option<Option<Exit>>>,
+    /// The highest committed position (see [`Journal::committed_head`]).
+    committed_head: watch::Receiver<u64>,
+    /// Set while a delivery engine runs on this journal: two would both
+    /// deliver every event and both count it.
+    delivery_claimed: AtomicBool,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -127,7 +133,10 @@ impl<S: Store> Journal<S> {
         let thread_failed = Arc::clone(&failed_commits);
         let (exited_tx, writer_exited) = watch::channel(None);
         let failed_closed = Arc::new(AtomicBool::new(false));
+        let head = store.ledger_head()?.map_or(0, |h| h.position);
+        let (head_tx, committed_head) = watch::channel(head);
         let env = WriterEnv {
+            committed_head: Arc::new(head_tx),
             data_dir: config.data_dir.clone(),
             submit_retry_delays: config
                 .submit_retry_delays_ms
@@ -164,9 +173,43 @@ impl<S: Store> Journal<S> {
                 failed_closed,
                 failed_commits,
                 writer_exited,
+                committed_head,
+                delivery_claimed: AtomicBool::new(false),
                 writer_thread: Mutex::new(Some(handle)),
             }),
         })
+    }
+
+    /// Watches the highest committed position: it changes after each group
+    /// commit that wrote new events, never backwards. Live readers
+    /// (dispatchers, subscriptions, long-polls) wait on it instead of
+    /// polling. Every position at or below it is committed and readable.
+    pub fn committed_head(&self) -> watch::Receiver<u64> {
+        self.shared.committed_head.clone()
+    }
+
+    /// Why the journal takes no new appends, if it does not: shutting down,
+    /// or failed closed (an emergency dump failed). Reads still work.
+    /// For readiness probes; changes nothing.
+    pub fn refusing(&self) -> Option<&'static str> {
+        if self.shared.failed_closed.load(Ordering::Acquire) {
+            Some("the journal failed closed: an emergency dump failed; see the logs, fix the disk, restart")
+        } else if self.shared.closed.load(Ordering::Acquire) {
+            Some("the journal is shutting down")
+        } else {
+            None
+        }
+    }
+
+    /// Claims the journal for one delivery engine. `false` if another
+    /// engine holds it. Released by [`Journal::release_delivery`].
+    pub fn claim_delivery(&self) -> bool {
+        !self.shared.delivery_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Releases the claim taken by [`Journal::claim_delivery`].
+    pub fn release_delivery(&self) {
+        self.shared.delivery_claimed.store(false, Ordering::Release);
     }
 
     /// The configuration this journal runs with.
@@ -275,6 +318,19 @@ impl<S: Store> Journal<S> {
     pub async fn flush(&self) -> Result<(), ControlError> {
         let seen = self.shared.failed_commits.load(Ordering::Acquire);
         self.control(|reply| Control::Flush { seen, reply }).await
+    }
+
+    /// Applies one change to delivery state through the single writer, after
+    /// everything queued before it has committed. Used by the delivery engine
+    /// and by DLQ operations; a store backend never sees two writers.
+    /// Cancel-safe in the sense that dropping the future does not undo the
+    /// write: it may still be applied.
+    pub async fn write_delivery(&self, op: DeliveryWrite) -> Result<DeliveryApplied, ControlError> {
+        self.control(|reply| Control::Delivery {
+            op: Box::new(op),
+            reply,
+        })
+        .await
     }
 
     /// Commits what is queued, then truncates the SQLite WAL.
@@ -460,10 +516,10 @@ impl<S: Store> Journal<S> {
         Ok(AppendTicket { rx, ids })
     }
 
-    async fn control(
+    async fn control<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<(), ControlError>>) -> Control,
-    ) -> Result<(), ControlError> {
+        make: impl FnOnce(oneshot::Sender<Result<T, ControlError>>) -> Control,
+    ) -> Result<T, ControlError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(ControlError::ShutDown);
         }

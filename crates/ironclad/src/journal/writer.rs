@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use crate::error::{AppendError, ControlError, StoreError};
 use crate::metrics as m;
 use crate::model::{AppendResult, AppendStatus};
+use crate::store::delivery::{DeliveryApplied, DeliveryWrite};
 use crate::store::{AppendRejection, PreparedAppend, StoreWriter};
 
 /// An append waiting in the queue. Its permits return queue capacity when it
@@ -40,6 +41,23 @@ pub(crate) struct WriterEnv {
     pub submit_retry_delays: Vec<Duration>,
     /// Set when even the emergency dump failed: the journal takes no more work.
     pub failed_closed: Arc<std::sync::atomic::AtomicBool>,
+    /// The highest committed position, published after each commit that
+    /// wrote events (subscriptions and dispatchers wait on it).
+    pub committed_head: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl WriterEnv {
+    fn publish_head(&self, position: Option<u64>) {
+        if let Some(p) = position {
+            self.committed_head.send_if_modified(|h| {
+                let newer = p > *h;
+                if newer {
+                    *h = p;
+                }
+                newer
+            });
+        }
+    }
 }
 
 /// What the writer thread receives.
@@ -58,6 +76,13 @@ pub(crate) enum Control {
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
     Checkpoint(oneshot::Sender<Result<(), ControlError>>),
+    /// A change to delivery state, applied in its own transaction after the
+    /// appends queued before it commit (so a settle never precedes the
+    /// events it covers).
+    Delivery {
+        op: Box<DeliveryWrite>,
+        reply: oneshot::Sender<Result<DeliveryApplied, ControlError>>,
+    },
     /// Answered through the journal's exit watch (see [`Exit`]), so that
     /// every shutdown caller, including one that retries after a deadline,
     /// learns the same outcome.
@@ -164,6 +189,12 @@ pub(crate) fn run<W: StoreWriter>(
                 };
                 let _ = reply.send(result);
             }
+            Some(Control::Delivery { op, reply }) => {
+                let result = writer
+                    .apply_delivery(&op, crate::clock::now_us())
+                    .map_err(ControlError::from);
+                let _ = reply.send(result);
+            }
             Some(Control::Shutdown) => {
                 // Intake is closed, but appends that passed the gate just
                 // before it closed may still be queued: commit them too.
@@ -176,6 +207,9 @@ pub(crate) fn run<W: StoreWriter>(
                                 Control::Flush { reply: r, .. } | Control::Checkpoint(r),
                             ) => {
                                 let _ = r.send(Err(ControlError::ShutDown));
+                            }
+                            Command::Control(Control::Delivery { reply, .. }) => {
+                                let _ = reply.send(Err(ControlError::ShutDown));
                             }
                             Command::Control(Control::Shutdown) => {}
                         }
@@ -254,16 +288,24 @@ type Waiter = (
     (OwnedSemaphorePermit, OwnedSemaphorePermit),
 );
 
-/// Answers each append of a committed batch with its own outcome.
-fn answer(outcomes: Vec<crate::store::AppendOutcome>, waiters: Vec<Waiter>, done: Instant) {
+/// Answers each append of a committed batch with its own outcome. Returns
+/// the highest position it wrote, if any.
+fn answer(
+    outcomes: Vec<crate::store::AppendOutcome>,
+    waiters: Vec<Waiter>,
+    done: Instant,
+) -> Option<u64> {
     assert_eq!(outcomes.len(), waiters.len(), "one outcome per append");
     let ack_latency = metrics::histogram!(m::ACK_LATENCY_SECONDS);
     let mut appended = 0u64;
+    let mut head: Option<u64> = None;
     for (outcome, (ack, enqueued, _permits)) in outcomes.into_iter().zip(waiters) {
         let reply = match outcome {
             Ok(r) => {
                 if r.status == AppendStatus::Appended {
                     appended += r.events.len() as u64;
+                    let top = r.events.iter().map(|e| e.position).max();
+                    head = head.max(top);
                 }
                 Ok(r)
             }
@@ -282,6 +324,7 @@ fn answer(outcomes: Vec<crate::store::AppendOutcome>, waiters: Vec<Waiter>, done
         let _ = ack.send(reply);
     }
     metrics::counter!(m::APPENDED_EVENTS_TOTAL).increment(appended);
+    head
 }
 
 /// What became of submitted appends whose commit failed.
@@ -359,7 +402,7 @@ fn commit<W: StoreWriter>(
     metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(events as f64);
     let status = match result {
         Ok(outcomes) => {
-            answer(outcomes, waiters, done);
+            env.publish_head(answer(outcomes, waiters, done));
             Ok(())
         }
         Err(e) => {
@@ -382,7 +425,9 @@ fn commit<W: StoreWriter>(
             }
             if !sub_batch.is_empty() {
                 match protect_submitted(writer, &sub_batch, env) {
-                    Protected::Committed(outcomes) => answer(outcomes, sub_waiters, Instant::now()),
+                    Protected::Committed(outcomes) => {
+                        env.publish_head(answer(outcomes, sub_waiters, Instant::now()));
+                    }
                     Protected::Dumped(path) => {
                         for (ack, _, _permits) in sub_waiters {
                             let _ = ack.send(Err(AppendError::Dumped { path: path.clone() }));

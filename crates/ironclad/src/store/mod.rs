@@ -4,6 +4,7 @@
 //!
 //! `ARCHITECTURE.md` maps each operation onto PostgreSQL.
 
+pub mod delivery;
 pub mod sqlite;
 
 use serde::Serialize;
@@ -13,6 +14,10 @@ use crate::error::StoreError;
 use crate::expected::WrongExpectedVersion;
 use crate::model::{
     AppendResult, ExpectedVersion, LedgerHead, NewEvent, RecordedEvent, StreamHead,
+};
+use crate::store::delivery::{
+    ConsumerRow, DeliveryApplied, DeliveryWrite, DlqFilter, DlqRow, DlqStats, RetryRow, RetryStats,
+    SinkRow, StreamBacklog,
 };
 
 /// One validated append, with every event id resolved.
@@ -78,6 +83,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// The event at exactly `position`, if any.
     fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError>;
+
+    /// Every registered sink's persisted progress.
+    fn sinks(&self) -> Result<Vec<SinkRow>, StoreError>;
+
+    /// Up to `limit` retry rows of a sink with position > `after`, by position.
+    fn retry_rows(
+        &self,
+        sink_id: i64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RetryRow>, StoreError>;
+
+    /// Retry-row totals of a sink.
+    fn retry_stats(&self, sink_id: i64) -> Result<RetryStats, StoreError>;
+
+    /// Dead letters matching `filter`, ordered by (sink id, position), after
+    /// the key `after`, at most `limit`.
+    fn dlq_list(
+        &self,
+        filter: &DlqFilter,
+        after: Option<(i64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<DlqRow>, StoreError>;
+
+    /// The `limit` dead letters of a sink with the oldest last failure.
+    fn dlq_oldest(&self, sink_id: i64, limit: usize) -> Result<Vec<DlqRow>, StoreError>;
+
+    /// Dead-letter totals of a sink.
+    fn dlq_stats(&self, sink_id: i64) -> Result<DlqStats, StoreError>;
+
+    /// Events with position > `after`, grouped by stream, at most `limit`
+    /// streams (for pending counts in `status`).
+    fn backlog_after(&self, after: u64, limit: usize) -> Result<Vec<StreamBacklog>, StoreError>;
+
+    /// A named consumer's checkpoint, or `None` if it never persisted one.
+    fn consumer(&self, name: &str) -> Result<Option<ConsumerRow>, StoreError>;
+
+    /// Up to `limit` consumer checkpoints with names after `after` (use `""`
+    /// to start), sorted by name.
+    fn consumers(&self, after: &str, limit: usize) -> Result<Vec<ConsumerRow>, StoreError>;
 }
 
 /// Write side: owned by exactly one thread.
@@ -94,4 +139,11 @@ pub trait StoreWriter: Send + 'static {
 
     /// Truncates the write-ahead log (SQLite: `wal_checkpoint(TRUNCATE)`).
     fn checkpoint(&mut self) -> Result<(), StoreError>;
+
+    /// Applies one change to delivery state in its own durable transaction.
+    fn apply_delivery(
+        &mut self,
+        op: &DeliveryWrite,
+        now_us: i64,
+    ) -> Result<DeliveryApplied, StoreError>;
 }

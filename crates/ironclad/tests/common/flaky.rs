@@ -5,6 +5,10 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ironclad::store::delivery::{
+    ConsumerRow, DeliveryApplied, DeliveryWrite, DlqFilter, DlqRow, DlqStats, RetryRow, RetryStats,
+    SinkRow, StreamBacklog,
+};
 use ironclad::store::sqlite::{SqliteStore, SqliteWriter};
 use ironclad::store::{AppendOutcome, PreparedAppend, Store, StoreWriter};
 use ironclad::{LedgerHead, RecordedEvent, StoreError, StreamHead};
@@ -53,6 +57,22 @@ impl StoreWriter for FlakyWriter {
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.inner.checkpoint()
     }
+
+    /// Delivery writes fail while `fail` is set (not counted by `fail_next`,
+    /// which schedules append commits only).
+    fn apply_delivery(
+        &mut self,
+        op: &DeliveryWrite,
+        now_us: i64,
+    ) -> Result<DeliveryApplied, StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                path: "injected".into(),
+                source: std::io::Error::other("injected: disk I/O error"),
+            });
+        }
+        self.inner.apply_delivery(op, now_us)
+    }
 }
 
 impl Store for FlakyStore {
@@ -87,5 +107,37 @@ impl Store for FlakyStore {
     }
     fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
         self.inner.event_at(position)
+    }
+    fn sinks(&self) -> Result<Vec<SinkRow>, StoreError> {
+        self.inner.sinks()
+    }
+    fn retry_rows(&self, sink: i64, after: u64, limit: usize) -> Result<Vec<RetryRow>, StoreError> {
+        self.inner.retry_rows(sink, after, limit)
+    }
+    fn retry_stats(&self, sink: i64) -> Result<RetryStats, StoreError> {
+        self.inner.retry_stats(sink)
+    }
+    fn dlq_list(
+        &self,
+        filter: &DlqFilter,
+        after: Option<(i64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<DlqRow>, StoreError> {
+        self.inner.dlq_list(filter, after, limit)
+    }
+    fn dlq_oldest(&self, sink: i64, limit: usize) -> Result<Vec<DlqRow>, StoreError> {
+        self.inner.dlq_oldest(sink, limit)
+    }
+    fn dlq_stats(&self, sink: i64) -> Result<DlqStats, StoreError> {
+        self.inner.dlq_stats(sink)
+    }
+    fn backlog_after(&self, after: u64, limit: usize) -> Result<Vec<StreamBacklog>, StoreError> {
+        self.inner.backlog_after(after, limit)
+    }
+    fn consumer(&self, name: &str) -> Result<Option<ConsumerRow>, StoreError> {
+        self.inner.consumer(name)
+    }
+    fn consumers(&self, after: &str, limit: usize) -> Result<Vec<ConsumerRow>, StoreError> {
+        self.inner.consumers(after, limit)
     }
 }

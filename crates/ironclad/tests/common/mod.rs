@@ -6,7 +6,9 @@
 //! Each test binary compiles this module separately and uses only part of it.
 #![allow(dead_code)]
 
+pub mod accounting;
 pub mod flaky;
+pub mod receiver;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -22,7 +22,8 @@ pub const DURATION_MS_MAX: u64 = 86_400_000;
 pub const OPEN_MULTIPLIER_MAX: f64 = 100.0;
 
 /// Which calls the failure rate is computed over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SlidingWindow {
     /// The last `calls` calls.
     Count {
@@ -38,7 +39,8 @@ pub enum SlidingWindow {
 }
 
 /// How one sink's breaker trips, stays open and recovers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// The window the rates are computed over.
     pub window: SlidingWindow,
@@ -48,11 +50,13 @@ pub struct BreakerConfig {
     pub failure_rate_threshold_pct: u8,
     /// Trip when slow calls are at least this percentage of calls, 1..=100;
     /// `None` counts slow calls (for the metrics) but never trips on them.
+    #[serde(deserialize_with = "crate::delivery::config::zero_is_none")]
     pub slow_call_rate_threshold_pct: Option<u8>,
     /// A call taking at least this long is slow.
     pub slow_call_duration_ms: u64,
     /// Trip after this many failures in a row, whatever the window says;
     /// `None` disables the rule.
+    #[serde(deserialize_with = "crate::delivery::config::zero_is_none")]
     pub consecutive_failures_threshold: Option<u32>,
     /// Open duration the first time the breaker opens after being Closed.
     pub open_ms_base: u64,

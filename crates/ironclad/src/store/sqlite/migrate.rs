@@ -19,7 +19,7 @@ use crate::model::{Hash, Op, ZERO_HASH};
 use super::rows::metadata_text;
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 3;
 
 struct Migration {
     to: u32,
@@ -27,11 +27,23 @@ struct Migration {
     apply: fn(&Connection) -> Result<(), StoreError>,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    to: 1,
-    name: "ledger schema: streams, hash-chained events, append-only triggers",
-    apply: v1_ledger_schema,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to: 1,
+        name: "ledger schema: streams, hash-chained events, append-only triggers",
+        apply: v1_ledger_schema,
+    },
+    Migration {
+        to: 2,
+        name: "delivery state: sink cursors, retry rows, dead-letter queue",
+        apply: v2_delivery_schema,
+    },
+    Migration {
+        to: 3,
+        name: "consumer checkpoints: one monotonic position per named consumer",
+        apply: v3_consumer_checkpoints,
+    },
+];
 
 /// What `ironclad migrate --status` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -299,5 +311,61 @@ fn copy_legacy_v0(c: &Connection) -> Result<(), StoreError> {
             "legacy migration copied {new_count} of {legacy_count} rows"
         )));
     }
+    Ok(())
+}
+
+/// Step 2: delivery state (SPEC §4, `docs/design.md` "Delivery state").
+/// O(1) per delivered event: a cursor per sink, rows only for events that
+/// failed at least once (or wait behind one that did) and for dead letters.
+fn v2_delivery_schema(c: &Connection) -> Result<(), StoreError> {
+    c.execute_batch(
+        "CREATE TABLE sinks (
+            sink_id          INTEGER PRIMARY KEY,
+            name             TEXT NOT NULL UNIQUE,
+            cursor_position  INTEGER NOT NULL DEFAULT 0,
+            delivered_total  INTEGER NOT NULL DEFAULT 0,
+            archived_total   INTEGER NOT NULL DEFAULT 0,
+            circuit_override TEXT,
+            updated_at       INTEGER NOT NULL
+        );
+        CREATE TABLE delivery_retries (
+            sink_id          INTEGER NOT NULL REFERENCES sinks(sink_id),
+            position         INTEGER NOT NULL,
+            lane             TEXT NOT NULL,
+            attempts         INTEGER NOT NULL,
+            first_failure_at INTEGER NOT NULL,
+            next_attempt_at  INTEGER NOT NULL,
+            last_error       TEXT NOT NULL,
+            PRIMARY KEY (sink_id, position)
+        ) WITHOUT ROWID;
+        CREATE TABLE dlq (
+            sink_id          INTEGER NOT NULL REFERENCES sinks(sink_id),
+            position         INTEGER NOT NULL,
+            event_id         BLOB NOT NULL,
+            lane             TEXT NOT NULL,
+            attempts         INTEGER NOT NULL,
+            first_failure_at INTEGER NOT NULL,
+            last_failure_at  INTEGER NOT NULL,
+            last_error       TEXT NOT NULL,
+            reason           TEXT NOT NULL
+                CHECK (reason IN ('max_attempts', 'permanent', 'conflict', 'expired')),
+            PRIMARY KEY (sink_id, position)
+        ) WITHOUT ROWID;
+        CREATE INDEX dlq_by_age ON dlq (sink_id, last_failure_at);",
+    )?;
+    Ok(())
+}
+
+/// Step 3: named consumer checkpoints (SPEC §6 subscriptions). One row per
+/// consumer; the writer only ever moves `position` forward
+/// (`DeliveryWrite::SetCheckpoints`). `updated_at` is µs since the epoch.
+fn v3_consumer_checkpoints(c: &Connection) -> Result<(), StoreError> {
+    c.execute_batch(
+        "CREATE TABLE consumers (
+            name       TEXT PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 128),
+            position   INTEGER NOT NULL CHECK (position >= 0),
+            updated_at INTEGER NOT NULL
+        ) WITHOUT ROWID;",
+    )?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The embedded SQLite backend: WAL mode, one writer connection, a small pool
 //! of read-only connections (SPEC §8). Schema and pragmas: `docs/design.md`.
 
+mod delivery;
 mod migrate;
 mod rows;
 mod writer;
@@ -14,6 +15,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use crate::config::Durability;
 use crate::error::{MigrateError, StoreError};
 use crate::model::{LedgerHead, RecordedEvent, StreamHead};
+use crate::store::delivery::{
+    ConsumerRow, DlqFilter, DlqRow, DlqStats, RetryRow, RetryStats, SinkRow, StreamBacklog,
+};
 use crate::store::Store;
 
 pub use migrate::{migrate, schema_status, MigrationStatus, SCHEMA_VERSION};
@@ -238,6 +242,52 @@ impl Store for SqliteStore {
     fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
         let mut v = self.read_all(position, 1)?;
         Ok(v.pop().filter(|e| e.position == position))
+    }
+
+    fn sinks(&self) -> Result<Vec<SinkRow>, StoreError> {
+        self.with_reader(delivery::sinks)
+    }
+
+    fn retry_rows(
+        &self,
+        sink_id: i64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RetryRow>, StoreError> {
+        self.with_reader(|c| delivery::retry_rows(c, sink_id, after, limit))
+    }
+
+    fn retry_stats(&self, sink_id: i64) -> Result<RetryStats, StoreError> {
+        self.with_reader(|c| delivery::retry_stats(c, sink_id))
+    }
+
+    fn dlq_list(
+        &self,
+        filter: &DlqFilter,
+        after: Option<(i64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<DlqRow>, StoreError> {
+        self.with_reader(|c| delivery::dlq_list(c, filter, after, limit))
+    }
+
+    fn dlq_oldest(&self, sink_id: i64, limit: usize) -> Result<Vec<DlqRow>, StoreError> {
+        self.with_reader(|c| delivery::dlq_oldest(c, sink_id, limit))
+    }
+
+    fn dlq_stats(&self, sink_id: i64) -> Result<DlqStats, StoreError> {
+        self.with_reader(|c| delivery::dlq_stats(c, sink_id))
+    }
+
+    fn backlog_after(&self, after: u64, limit: usize) -> Result<Vec<StreamBacklog>, StoreError> {
+        self.with_reader(|c| delivery::backlog_after(c, after, limit))
+    }
+
+    fn consumer(&self, name: &str) -> Result<Option<ConsumerRow>, StoreError> {
+        self.with_reader(|c| delivery::consumer(c, name))
+    }
+
+    fn consumers(&self, after: &str, limit: usize) -> Result<Vec<ConsumerRow>, StoreError> {
+        self.with_reader(|c| delivery::consumers(c, after, limit))
     }
 }
 

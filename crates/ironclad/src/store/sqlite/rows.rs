@@ -99,9 +99,9 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RecordedE
 }
 
 /// Flattens decoded rows, stopping at the first error.
-pub(crate) fn collect(
-    rows: impl Iterator<Item = rusqlite::Result<Result<RecordedEvent, StoreError>>>,
-) -> Result<Vec<RecordedEvent>, StoreError> {
+pub(crate) fn collect<T>(
+    rows: impl Iterator<Item = rusqlite::Result<Result<T, StoreError>>>,
+) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
     for r in rows {
         out.push(r??);

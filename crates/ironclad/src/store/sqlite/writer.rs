@@ -439,4 +439,12 @@ impl StoreWriter for SqliteWriter {
         }
         Ok(())
     }
+
+    fn apply_delivery(
+        &mut self,
+        op: &crate::store::delivery::DeliveryWrite,
+        now_us: i64,
+    ) -> Result<crate::store::delivery::DeliveryApplied, StoreError> {
+        super::delivery::apply(&self.conn, op, now_us)
+    }
 }

@@ -1,0 +1,624 @@
+//! Server configuration: the `[server]` section of the TOML file, then
+//! `IRONCLAD_*` environment variables, then command-line flags, each
+//! overriding the one before (SPEC §6). With nothing configured it serves
+//! 127.0.0.1:7070 from `./ironclad-data`.
+//!
+//! The file (the same one `ironclad run` reads; other sections are ignored
+//! here):
+//!
+//! ```toml
+//! data_dir = "./ironclad-data"          # top level, shared with `run`
+//!
+//! [server]
+//! listen = "127.0.0.1:7070"
+//! insecure_no_auth = false              # allow a non-loopback bind without tokens
+//! shutdown_deadline_ms = 10000
+//!
+//! [[server.tokens]]
+//! token = "…"                           # never logged
+//! role = "producer"                     # producer | consumer | admin
+//!
+//! [server.limits]
+//! body_bytes_max = 8388608
+//! events_per_request_max = 1000
+//! json_depth_max = 64
+//! header_timeout_ms = 10000
+//! request_timeout_ms = 30000
+//! connections_max = 1024
+//! read_limit_max = 1000
+//! queue_wait_ms = 1000
+//!
+//! [server.journal]
+//! durability = "fsync"                  # or "os"
+//! queue_events_max = 65536
+//! queue_bytes_max = 268435456
+//! commit_delay_us_max = 0
+//! busy_timeout_ms = 5000
+//! ```
+//!
+//! Environment variables (each overrides its key; see [`ENV_VARS`]):
+//! `IRONCLAD_LISTEN`, `IRONCLAD_DATA_DIR`, `IRONCLAD_INSECURE_NO_AUTH`
+//! (`1`/`true`/`0`/`false`), `IRONCLAD_TOKENS` (replaces the file's tokens:
+//! comma-separated `role:token` pairs, e.g.
+//! `producer:p-secret,admin:a-secret`), and one `IRONCLAD_<KEY>` per limit,
+//! e.g. `IRONCLAD_BODY_BYTES_MAX`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ironclad::{Durability, JournalConfig};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::auth::{Auth, Role};
+
+/// Default listen address.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7070";
+
+/// Largest configuration file read, bytes.
+pub const CONFIG_FILE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Every environment variable the server reads, with what it sets.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("IRONCLAD_LISTEN", "listen address, e.g. 127.0.0.1:7070"),
+    ("IRONCLAD_DATA_DIR", "data directory"),
+    (
+        "IRONCLAD_INSECURE_NO_AUTH",
+        "1/true: allow a non-loopback bind without tokens",
+    ),
+    (
+        "IRONCLAD_TOKENS",
+        "comma-separated role:token pairs; replaces [[server.tokens]]",
+    ),
+    ("IRONCLAD_BODY_BYTES_MAX", "limits.body_bytes_max"),
+    (
+        "IRONCLAD_EVENTS_PER_REQUEST_MAX",
+        "limits.events_per_request_max",
+    ),
+    ("IRONCLAD_JSON_DEPTH_MAX", "limits.json_depth_max"),
+    ("IRONCLAD_HEADER_TIMEOUT_MS", "limits.header_timeout_ms"),
+    ("IRONCLAD_REQUEST_TIMEOUT_MS", "limits.request_timeout_ms"),
+    ("IRONCLAD_CONNECTIONS_MAX", "limits.connections_max"),
+    ("IRONCLAD_READ_LIMIT_MAX", "limits.read_limit_max"),
+    ("IRONCLAD_QUEUE_WAIT_MS", "limits.queue_wait_ms"),
+];
+
+/// Request limits (each has a test of its status and error code).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerLimits {
+    /// Largest request body, bytes (413 `body_too_large`).
+    pub body_bytes_max: usize,
+    /// Most events in one append request (400 `too_many_events`). Also the
+    /// journal's `events_per_append_max`.
+    pub events_per_request_max: usize,
+    /// Deepest nesting of arrays and objects in an event payload (400
+    /// `json_too_deep`). The request body may nest 3 levels more (body,
+    /// `events` array, event object).
+    pub json_depth_max: usize,
+    /// Time allowed to receive the request headers (slowloris), ms. Also
+    /// how long an idle keep-alive connection is kept.
+    pub header_timeout_ms: u64,
+    /// Time allowed for a whole request, body included, ms (408 `timeout`).
+    /// Long-polls must cap their wait below it.
+    pub request_timeout_ms: u64,
+    /// Most concurrent connections; more get 503 `too_many_connections`.
+    pub connections_max: usize,
+    /// Most events (or streams) one read returns.
+    pub read_limit_max: usize,
+    /// How long an append waits for room in a full ingest queue before it
+    /// is answered 429 `queue_full`, ms. 0 = fail at once.
+    pub queue_wait_ms: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            body_bytes_max: 8 * 1024 * 1024,
+            events_per_request_max: 1_000,
+            json_depth_max: 64,
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            connections_max: 1_024,
+            read_limit_max: 1_000,
+            queue_wait_ms: 1_000,
+        }
+    }
+}
+
+/// Journal settings the server exposes (the rest keep their defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSettings {
+    /// Acknowledgement durability: `fsync` (default) or `os`.
+    pub durability: Durability,
+    /// Most events waiting in the ingest queue.
+    pub queue_events_max: usize,
+    /// Most bytes waiting in the ingest queue.
+    pub queue_bytes_max: usize,
+    /// Group-commit linger, µs.
+    pub commit_delay_us_max: u64,
+    /// SQLite busy timeout, ms.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        let d = JournalConfig::new(".");
+        JournalSettings {
+            durability: d.durability,
+            queue_events_max: d.queue_events_max,
+            queue_bytes_max: d.queue_bytes_max,
+            commit_delay_us_max: d.commit_delay_us_max,
+            busy_timeout_ms: d.busy_timeout_ms,
+        }
+    }
+}
+
+/// One configured bearer token.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The token itself (never logged).
+    pub token: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("token", &"<redacted>")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// The server's configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Bearer tokens; empty = no authentication (loopback only unless
+    /// `insecure_no_auth`).
+    pub tokens: Vec<TokenConfig>,
+    /// Allows binding a non-loopback address without tokens.
+    pub insecure_no_auth: bool,
+    /// Request limits.
+    pub limits: ServerLimits,
+    /// Journal settings.
+    pub journal: JournalSettings,
+    /// On shutdown, how long in-flight requests, then the delivery engine,
+    /// then the journal each get to finish, ms.
+    pub shutdown_deadline_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: LISTEN_DEFAULT
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
+            data_dir: PathBuf::from("./ironclad-data"),
+            tokens: Vec::new(),
+            insecure_no_auth: false,
+            limits: ServerLimits::default(),
+            journal: JournalSettings::default(),
+            shutdown_deadline_ms: 10_000,
+        }
+    }
+}
+
+/// The configuration is invalid.
+#[derive(Debug, Error)]
+pub enum ServerConfigError {
+    /// The TOML could not be parsed.
+    #[error("server configuration: {0}")]
+    Toml(String),
+    /// An environment variable has a bad value.
+    #[error("environment variable {var}: {reason}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Refusing to expose an unauthenticated server.
+    #[error("refusing to listen on {0} without tokens: configure [[server.tokens]] (or IRONCLAD_TOKENS), bind 127.0.0.1, or pass --insecure-no-auth")]
+    NoAuthOffLoopback(SocketAddr),
+    /// A value is out of range.
+    #[error("server configuration: {field} = {value} is out of range ({range})")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// The allowed range.
+        range: &'static str,
+    },
+    /// The journal settings are inconsistent.
+    #[error("server configuration: {0}")]
+    Journal(String),
+}
+
+/// The `[server]` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<String>,
+    insecure_no_auth: Option<bool>,
+    shutdown_deadline_ms: Option<u64>,
+    tokens: Option<Vec<TokenConfig>>,
+    limits: Option<ServerLimits>,
+    journal: Option<JournalSettings>,
+}
+
+/// The file: top-level `data_dir` and `[server]`; other keys belong to other
+/// sections (e.g. `[delivery]`) and are ignored here.
+#[derive(Debug, Default, Deserialize)]
+struct FileRoot {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    server: ServerSection,
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("{text:?} is not an address: write IP:PORT, e.g. 127.0.0.1:7070 or [::1]:7070")
+    })
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean: use 1/true or 0/false")),
+    }
+}
+
+/// Parses `IRONCLAD_TOKENS`: comma-separated `role:token` pairs.
+pub fn parse_tokens(text: &str) -> Result<Vec<TokenConfig>, String> {
+    let mut out = Vec::new();
+    for (i, pair) in text.split(',').enumerate() {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        let Some((role, token)) = pair.split_once(':') else {
+            return Err(format!(
+                "entry {} has no `role:` prefix: write role:token pairs separated by commas",
+                i + 1
+            ));
+        };
+        let role = match role.trim() {
+            "producer" => Role::Producer,
+            "consumer" => Role::Consumer,
+            "admin" => Role::Admin,
+            other => {
+                return Err(format!(
+                    "entry {}: unknown role {other:?}: use producer, consumer or admin",
+                    i + 1
+                ))
+            }
+        };
+        out.push(TokenConfig {
+            token: token.to_string(),
+            role,
+        });
+    }
+    Ok(out)
+}
+
+impl ServerConfig {
+    /// The defaults overridden by a TOML file's top-level `data_dir` and
+    /// `[server]` section.
+    pub fn from_toml_str(text: &str) -> Result<Self, ServerConfigError> {
+        let mut config = ServerConfig::default();
+        config.apply_toml_str(text)?;
+        Ok(config)
+    }
+
+    /// Overrides this configuration with a TOML file's `data_dir` and
+    /// `[server]` section.
+    pub fn apply_toml_str(&mut self, text: &str) -> Result<(), ServerConfigError> {
+        if text.len() > CONFIG_FILE_BYTES_MAX {
+            return Err(ServerConfigError::Toml(format!(
+                "the file is larger than {CONFIG_FILE_BYTES_MAX} bytes; is it the right file?"
+            )));
+        }
+        let root: FileRoot = toml::from_str(text)
+            .map_err(|e| ServerConfigError::Toml(e.to_string().trim_end().to_string()))?;
+        if let Some(d) = root.data_dir {
+            self.data_dir = d;
+        }
+        let s = root.server;
+        if let Some(listen) = s.listen {
+            self.listen = parse_listen(&listen)
+                .map_err(|e| ServerConfigError::Toml(format!("server.listen: {e}")))?;
+        }
+        if let Some(b) = s.insecure_no_auth {
+            self.insecure_no_auth = b;
+        }
+        if let Some(ms) = s.shutdown_deadline_ms {
+            self.shutdown_deadline_ms = ms;
+        }
+        if let Some(t) = s.tokens {
+            self.tokens = t;
+        }
+        if let Some(l) = s.limits {
+            self.limits = l;
+        }
+        if let Some(j) = s.journal {
+            self.journal = j;
+        }
+        Ok(())
+    }
+
+    /// Applies `IRONCLAD_*` variables as read by `get` (pass
+    /// `|k| std::env::var(k).ok()` for the process environment).
+    pub fn apply_env(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ServerConfigError> {
+        let bad = |var: &str, reason: String| ServerConfigError::Env {
+            var: var.to_string(),
+            reason,
+        };
+        if let Some(v) = get("IRONCLAD_LISTEN") {
+            self.listen = parse_listen(&v).map_err(|e| bad("IRONCLAD_LISTEN", e))?;
+        }
+        if let Some(v) = get("IRONCLAD_DATA_DIR") {
+            if !v.is_empty() {
+                self.data_dir = PathBuf::from(v);
+            }
+        }
+        if let Some(v) = get("IRONCLAD_INSECURE_NO_AUTH") {
+            self.insecure_no_auth =
+                parse_bool(&v).map_err(|e| bad("IRONCLAD_INSECURE_NO_AUTH", e))?;
+        }
+        if let Some(v) = get("IRONCLAD_TOKENS") {
+            self.tokens = parse_tokens(&v).map_err(|e| bad("IRONCLAD_TOKENS", e))?;
+        }
+        let l = &mut self.limits;
+        let usizes: [(&str, &mut usize); 4] = [
+            ("IRONCLAD_BODY_BYTES_MAX", &mut l.body_bytes_max),
+            (
+                "IRONCLAD_EVENTS_PER_REQUEST_MAX",
+                &mut l.events_per_request_max,
+            ),
+            ("IRONCLAD_JSON_DEPTH_MAX", &mut l.json_depth_max),
+            ("IRONCLAD_CONNECTIONS_MAX", &mut l.connections_max),
+        ];
+        for (var, slot) in usizes {
+            if let Some(v) = get(var) {
+                *slot = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(var, format!("{v:?} is not a whole number")))?;
+            }
+        }
+        if let Some(v) = get("IRONCLAD_READ_LIMIT_MAX") {
+            l.read_limit_max = v.trim().parse().map_err(|_| {
+                bad(
+                    "IRONCLAD_READ_LIMIT_MAX",
+                    format!("{v:?} is not a whole number"),
+                )
+            })?;
+        }
+        let u64s: [(&str, &mut u64); 3] = [
+            ("IRONCLAD_HEADER_TIMEOUT_MS", &mut l.header_timeout_ms),
+            ("IRONCLAD_REQUEST_TIMEOUT_MS", &mut l.request_timeout_ms),
+            ("IRONCLAD_QUEUE_WAIT_MS", &mut l.queue_wait_ms),
+        ];
+        for (var, slot) in u64s {
+            if let Some(v) = get(var) {
+                *slot = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(var, format!("{v:?} is not a whole number of ms")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The token table for [`crate::auth::require`].
+    pub fn auth(&self) -> Auth {
+        Auth::new(self.tokens.iter().map(|t| (t.token.clone(), t.role)))
+    }
+
+    /// The journal configuration this server opens its data directory with.
+    pub fn journal_config(&self) -> JournalConfig {
+        let mut c = JournalConfig::new(&self.data_dir).durability(self.journal.durability);
+        c.queue_events_max = self.journal.queue_events_max;
+        c.queue_bytes_max = self.journal.queue_bytes_max;
+        c.commit_delay_us_max = self.journal.commit_delay_us_max;
+        c.busy_timeout_ms = self.journal.busy_timeout_ms;
+        c.limits.events_per_append_max = self.limits.events_per_request_max;
+        c.limits.payload_depth_max = self.limits.json_depth_max;
+        c
+    }
+
+    /// The header read timeout.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.header_timeout_ms)
+    }
+
+    /// The whole-request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.request_timeout_ms)
+    }
+
+    /// The shutdown deadline (each phase).
+    pub fn shutdown_deadline(&self) -> Duration {
+        Duration::from_millis(self.shutdown_deadline_ms)
+    }
+
+    /// Refuses an unauthenticated server on a non-loopback address, and
+    /// limits that could never admit a request or would disable a guard.
+    pub fn check(&self) -> Result<(), ServerConfigError> {
+        if self.tokens.is_empty() && !self.insecure_no_auth && !self.listen.ip().is_loopback() {
+            return Err(ServerConfigError::NoAuthOffLoopback(self.listen));
+        }
+        if let Some(i) = self.tokens.iter().position(|t| t.token.len() < 8) {
+            return Err(ServerConfigError::OutOfRange {
+                field: "server.tokens[].token",
+                value: format!("entry {} ({} bytes)", i + 1, self.tokens[i].token.len()),
+                range: "at least 8 bytes: use a long random token",
+            });
+        }
+        let l = &self.limits;
+        let ranges: [(&'static str, u64, u64, u64, &'static str); 8] = [
+            (
+                "body_bytes_max",
+                l.body_bytes_max as u64,
+                1024,
+                1 << 30,
+                "1 KiB to 1 GiB",
+            ),
+            (
+                "events_per_request_max",
+                l.events_per_request_max as u64,
+                1,
+                100_000,
+                "1 to 100000",
+            ),
+            (
+                "json_depth_max",
+                l.json_depth_max as u64,
+                1,
+                1_000,
+                "1 to 1000",
+            ),
+            (
+                "header_timeout_ms",
+                l.header_timeout_ms,
+                10,
+                600_000,
+                "10 ms to 10 minutes",
+            ),
+            (
+                "request_timeout_ms",
+                l.request_timeout_ms,
+                10,
+                3_600_000,
+                "10 ms to 1 hour",
+            ),
+            (
+                "connections_max",
+                l.connections_max as u64,
+                1,
+                1_000_000,
+                "1 to 1000000",
+            ),
+            (
+                "read_limit_max",
+                l.read_limit_max as u64,
+                1,
+                ironclad::READ_LIMIT_MAX as u64,
+                "1 to 10000",
+            ),
+            (
+                "queue_wait_ms",
+                l.queue_wait_ms,
+                0,
+                600_000,
+                "0 to 10 minutes",
+            ),
+        ];
+        for (field, value, lo, hi, range) in ranges {
+            if value < lo || value > hi {
+                return Err(ServerConfigError::OutOfRange {
+                    field,
+                    value: value.to_string(),
+                    range,
+                });
+            }
+        }
+        if self.shutdown_deadline_ms > 600_000 {
+            return Err(ServerConfigError::OutOfRange {
+                field: "shutdown_deadline_ms",
+                value: self.shutdown_deadline_ms.to_string(),
+                range: "0 to 10 minutes",
+            });
+        }
+        self.journal_config()
+            .check()
+            .map_err(|e| ServerConfigError::Journal(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_each_override() {
+        let text = r#"
+data_dir = "/from/file"
+[delivery]
+anything = 1
+[server]
+listen = "0.0.0.0:9000"
+[[server.tokens]]
+token = "file-token-1"
+role = "admin"
+[server.limits]
+body_bytes_max = 4096
+"#;
+        let mut c = ServerConfig::from_toml_str(text).expect("valid toml");
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.tokens.len(), 1);
+        assert_eq!(c.limits.body_bytes_max, 4096);
+        assert_eq!(c.limits.connections_max, 1024, "unset limits keep defaults");
+        c.apply_env(|k| match k {
+            "IRONCLAD_LISTEN" => Some("127.0.0.1:9001".into()),
+            "IRONCLAD_TOKENS" => Some("producer:pppppppp, consumer:cccc:cccc".into()),
+            "IRONCLAD_BODY_BYTES_MAX" => Some("2048".into()),
+            _ => None,
+        })
+        .expect("valid env");
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.tokens.len(), 2);
+        assert_eq!(
+            c.tokens[1].token, "cccc:cccc",
+            "only the first colon splits"
+        );
+        assert_eq!(c.limits.body_bytes_max, 2048);
+        assert!(c.check().is_ok());
+        assert!(
+            !format!("{c:?}").contains("pppppppp"),
+            "tokens never in Debug"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut c = ServerConfig::default();
+        let e = c
+            .apply_env(|k| (k == "IRONCLAD_CONNECTIONS_MAX").then(|| "many".to_string()))
+            .expect_err("not a number");
+        assert!(e.to_string().contains("IRONCLAD_CONNECTIONS_MAX"), "{e}");
+        assert!(ServerConfig::from_toml_str("[server]\nbogus = 1").is_err());
+        assert!(ServerConfig::from_toml_str("[server.limits]\nbogus = 1").is_err());
+        let mut c = ServerConfig {
+            listen: "0.0.0.0:1".parse().expect("addr"),
+            ..ServerConfig::default()
+        };
+        assert!(matches!(
+            c.check(),
+            Err(ServerConfigError::NoAuthOffLoopback(_))
+        ));
+        c.insecure_no_auth = true;
+        assert!(c.check().is_ok());
+        c.limits.connections_max = 0;
+        assert!(matches!(
+            c.check(),
+            Err(ServerConfigError::OutOfRange { .. })
+        ));
+    }
+}

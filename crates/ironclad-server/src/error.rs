@@ -1,0 +1,361 @@
+//! The one error shape of the API (SPEC §6): `{"error": {"code", "message",
+//! "details"}}` with a stable, documented `code` (`docs/api-errors.md`).
+//! Codes are part of the API: add new ones, never rename or reuse one.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Every error code the API returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request body is not valid JSON or not the expected shape.
+    InvalidJson,
+    /// A field failed validation (stream name, event, id, …).
+    InvalidRequest,
+    /// The body is larger than `body_bytes_max`.
+    BodyTooLarge,
+    /// More events in one request than `events_per_request_max`.
+    TooManyEvents,
+    /// The JSON nests deeper than allowed.
+    JsonTooDeep,
+    /// No bearer token, or an unknown one.
+    Unauthorized,
+    /// The token's role may not call this endpoint.
+    Forbidden,
+    /// No such resource (stream, DLQ entry, sink, dump).
+    NotFound,
+    /// The expected version did not match the stream's.
+    WrongExpectedVersion,
+    /// An event id was already used with different content.
+    IdempotencyConflict,
+    /// The ingest queue is full: retry after `Retry-After`.
+    QueueFull,
+    /// The server is shutting down or failed closed: retry elsewhere or later.
+    Unavailable,
+    /// The request took longer than the server allows.
+    Timeout,
+    /// Too many connections.
+    TooManyConnections,
+    /// The ledger does not verify.
+    LedgerMismatch,
+    /// An unexpected failure (store I/O, …); the message says what.
+    Internal,
+    /// The path exists but not for this HTTP method.
+    MethodNotAllowed,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidJson
+            | ErrorCode::InvalidRequest
+            | ErrorCode::TooManyEvents
+            | ErrorCode::JsonTooDeep => StatusCode::BAD_REQUEST,
+            ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::WrongExpectedVersion | ErrorCode::IdempotencyConflict => {
+                StatusCode::CONFLICT
+            }
+            ErrorCode::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable | ErrorCode::TooManyConnections => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::LedgerMismatch => StatusCode::CONFLICT,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidRequest,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::TooManyEvents,
+        ErrorCode::JsonTooDeep,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::WrongExpectedVersion,
+        ErrorCode::IdempotencyConflict,
+        ErrorCode::QueueFull,
+        ErrorCode::Unavailable,
+        ErrorCode::Timeout,
+        ErrorCode::TooManyConnections,
+        ErrorCode::LedgerMismatch,
+        ErrorCode::Internal,
+        ErrorCode::MethodNotAllowed,
+    ];
+
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::TooManyEvents => "too_many_events",
+            ErrorCode::JsonTooDeep => "json_too_deep",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::WrongExpectedVersion => "wrong_expected_version",
+            ErrorCode::IdempotencyConflict => "idempotency_conflict",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::LedgerMismatch => "ledger_mismatch",
+            ErrorCode::Internal => "internal",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
+/// An API error: what went wrong, for a program (`code`) and a person
+/// (`message`), with structured `details`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What happened and what to do next.
+    pub message: String,
+    /// Structured context (e.g. `{"expected": 3, "actual": 5}`).
+    pub details: serde_json::Value,
+    /// Seconds the client should wait, sent as `Retry-After`.
+    #[serde(skip)]
+    pub retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with no details.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            details: serde_json::Value::Object(Default::default()),
+            retry_after_s: None,
+        }
+    }
+
+    /// Adds structured details.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// Adds a `Retry-After`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: &'a ApiError,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = error_body(&self);
+        let mut resp = (self.code.status(), body).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(s) = self.retry_after_s {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                headers.insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+/// The JSON body of an error response, for callers that must write one by
+/// hand (the connection limiter answers before any router runs).
+pub fn error_body(error: &ApiError) -> Vec<u8> {
+    serde_json::to_vec(&Envelope { error }).unwrap_or_else(|_| {
+        br#"{"error":{"code":"internal","message":"error encoding failed","details":{}}}"#.to_vec()
+    })
+}
+
+/// Middleware: every error response leaves as our JSON shape. Errors that
+/// axum or hyper produce themselves (unknown path, wrong method, a body over
+/// the limit, a malformed path or query) are plain text; this rewrites
+/// them with the code their status implies. Responses that are already
+/// JSON, and every success, pass untouched.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            ErrorCode::BodyTooLarge,
+            "the request body is larger than the server's body_bytes_max: send fewer or smaller events per request",
+        ),
+        StatusCode::NOT_FOUND => (
+            ErrorCode::NotFound,
+            "no such endpoint: see /openapi.json for the API",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "this endpoint does not take this HTTP method: see /openapi.json",
+        ),
+        StatusCode::REQUEST_TIMEOUT => (
+            ErrorCode::Timeout,
+            "the request took longer than the server allows: retry, with smaller requests",
+        ),
+        StatusCode::UNAUTHORIZED => (ErrorCode::Unauthorized, "authentication failed"),
+        StatusCode::FORBIDDEN => (ErrorCode::Forbidden, "this token may not call this endpoint"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            ErrorCode::InvalidRequest,
+            "unsupported content type: send `Content-Type: application/json`",
+        ),
+        s if s.is_client_error() => (
+            ErrorCode::InvalidRequest,
+            "the request is malformed (path, query or headers): check it against /openapi.json",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            ErrorCode::Unavailable,
+            "the server cannot take this request now: retry later",
+        ),
+        _ => (ErrorCode::Internal, "the server failed to answer this request"),
+    };
+    let mut rewritten = ApiError::new(code, message);
+    if let Some(after) = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        rewritten = rewritten.retry_after(after);
+    }
+    // The original status wins (e.g. 422 from an extractor stays 422).
+    let mut out = rewritten.into_response();
+    *out.status_mut() = status;
+    out
+}
+
+/// Maps a refused or failed append onto its API error.
+impl From<ironclad::AppendError> for ApiError {
+    fn from(e: ironclad::AppendError) -> Self {
+        use ironclad::AppendError as A;
+        let message = e.to_string();
+        match e {
+            A::Invalid(v) => validation_error(v),
+            A::WrongExpectedVersion(w) => ApiError::new(ErrorCode::WrongExpectedVersion, message)
+                .with_details(serde_json::json!({
+                    "expected": expected_to_json(w.expected),
+                    "actual": w.actual,
+                    "current_version": w.actual,
+                })),
+            A::IdempotencyConflict { id, detail } => {
+                ApiError::new(ErrorCode::IdempotencyConflict, message)
+                    .with_details(serde_json::json!({ "id": id, "detail": detail }))
+            }
+            A::Full { what } => ApiError::new(
+                ErrorCode::QueueFull,
+                format!("the ingest queue is full ({what}): retry after the Retry-After delay, with the same event ids"),
+            )
+            .with_details(serde_json::json!({ "bound": what }))
+            .retry_after(1),
+            A::ShuttingDown => ApiError::new(
+                ErrorCode::Unavailable,
+                "the server is shutting down and accepts no new appends: retry against the restarted server",
+            )
+            .retry_after(5),
+            A::FailedClosed => ApiError::new(ErrorCode::Unavailable, message).retry_after(30),
+            A::Store(_) | A::WriterGone | A::Dumped { .. } => {
+                ApiError::new(ErrorCode::Unavailable, message)
+                    .with_details(serde_json::json!({ "retry_with_same_ids": true }))
+                    .retry_after(1)
+            }
+        }
+    }
+}
+
+/// Maps a read failure onto its API error.
+impl From<ironclad::ReadError> for ApiError {
+    fn from(e: ironclad::ReadError) -> Self {
+        match e {
+            ironclad::ReadError::Invalid(v) => validation_error(v),
+            ironclad::ReadError::Store(s) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("reading failed: {s}; retry later"),
+            )
+            .retry_after(1),
+        }
+    }
+}
+
+/// An expected version as the API writes it: `"any"`, `"no_stream"`,
+/// `"stream_exists"` or a number.
+pub fn expected_to_json(e: ironclad::ExpectedVersion) -> serde_json::Value {
+    use ironclad::ExpectedVersion as E;
+    match e {
+        E::Any => "any".into(),
+        E::NoStream => "no_stream".into(),
+        E::StreamExists => "stream_exists".into(),
+        E::Exact(v) => v.into(),
+    }
+}
+
+fn validation_error(v: ironclad::ValidationError) -> ApiError {
+    use ironclad::ValidationError as V;
+    let message = v.to_string();
+    match v {
+        V::TooManyEvents { count, max } => ApiError::new(ErrorCode::TooManyEvents, message)
+            .with_details(serde_json::json!({ "count": count, "max": max })),
+        V::PayloadTooDeep { index, max } => ApiError::new(ErrorCode::JsonTooDeep, message)
+            .with_details(serde_json::json!({ "index": index, "max": max })),
+        V::AppendTooLarge { bytes, max } => ApiError::new(ErrorCode::BodyTooLarge, message)
+            .with_details(serde_json::json!({ "bytes": bytes, "max": max })),
+        V::PayloadTooLarge { index, len, max } => ApiError::new(ErrorCode::InvalidRequest, message)
+            .with_details(serde_json::json!({ "index": index, "len": len, "max": max })),
+        V::PayloadNotJson { index, .. } => ApiError::new(ErrorCode::InvalidJson, message)
+            .with_details(serde_json::json!({ "index": index })),
+        other => ApiError::new(ErrorCode::InvalidRequest, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_documented() {
+        let doc = include_str!("../../../docs/api-errors.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(doc.contains(&row), "docs/api-errors.md lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn wire_names_match_serde() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_value(code).unwrap_or_default();
+            assert_eq!(json, serde_json::Value::from(code.as_str()));
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! `/v1/admin/dlq…`: the dead-letter queue of a running server: stats,
+//! paged list, one entry, retry and purge (SPEC §4, §6).
+//!
+//! `retry` and `purge` refuse an empty selector: acting on every entry
+//! takes an explicit `{"all": true}`. Unknown fields are refused too, so a
+//! misspelt filter never silently widens a selection. `purge` archives
+//! (fsynced) before it deletes, as the library always does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use ironclad::delivery::archive::{archive_dir, list_archives};
+use ironclad::delivery::dlq::{self, DlqEntry, SinkDlqStats, DLQ_PAGE_MAX};
+use ironclad::store::delivery::{DlqFilter, DlqReason};
+use ironclad::RecordedEvent;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{bad_path, bad_query, blocking, dlq_error, internal, json_body};
+use crate::error::{ApiError, ErrorCode};
+use crate::openapi::ErrorEnvelope;
+use crate::state::AppState;
+
+/// Page size of `GET /v1/admin/dlq` when `limit` is not given.
+pub const DLQ_PAGE_DEFAULT: usize = 50;
+
+/// Why an event was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DlqReasonBody {
+    /// `max_attempts` failed attempts.
+    MaxAttempts,
+    /// The sink refused it for good.
+    Permanent,
+    /// The sink answered 409.
+    Conflict,
+    /// Retrying would have gone past the sink's `max_elapsed`.
+    Expired,
+}
+
+impl From<DlqReason> for DlqReasonBody {
+    fn from(r: DlqReason) -> Self {
+        match r {
+            DlqReason::MaxAttempts => DlqReasonBody::MaxAttempts,
+            DlqReason::Permanent => DlqReasonBody::Permanent,
+            DlqReason::Conflict => DlqReasonBody::Conflict,
+            DlqReason::Expired => DlqReasonBody::Expired,
+        }
+    }
+}
+
+impl From<DlqReasonBody> for DlqReason {
+    fn from(r: DlqReasonBody) -> Self {
+        match r {
+            DlqReasonBody::MaxAttempts => DlqReason::MaxAttempts,
+            DlqReasonBody::Permanent => DlqReason::Permanent,
+            DlqReasonBody::Conflict => DlqReason::Conflict,
+            DlqReasonBody::Expired => DlqReason::Expired,
+        }
+    }
+}
+
+/// DLQ totals of one sink.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SinkDlqStatsBody {
+    /// The sink.
+    pub sink: String,
+    /// Entries in the DLQ.
+    pub entries: u64,
+    /// Oldest last-failure time, ms since the Unix epoch.
+    pub oldest_failure_unix_ms: Option<u64>,
+    /// Entries per reason (reasons with no entry are left out).
+    pub by_reason: BTreeMap<String, u64>,
+    /// Entries moved to the archive so far (evicted, expired or purged).
+    pub archived_total: u64,
+}
+
+impl From<SinkDlqStats> for SinkDlqStatsBody {
+    fn from(s: SinkDlqStats) -> Self {
+        SinkDlqStatsBody {
+            sink: s.sink,
+            entries: s.stats.entries,
+            oldest_failure_unix_ms: s.stats.oldest_failure_unix_ms,
+            by_reason: s
+                .stats
+                .by_reason
+                .into_iter()
+                .map(|(r, n)| (r.as_str().to_string(), n))
+                .collect(),
+            archived_total: s.archived_total,
+        }
+    }
+}
+
+/// `GET /v1/admin/dlq/stats`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DlqStatsResponse {
+    /// Every sink that has ever been registered.
+    pub sinks: Vec<SinkDlqStatsBody>,
+}
+
+/// One dead letter, with its event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DlqEntryBody {
+    /// The sink it failed on.
+    pub sink: String,
+    /// The sink's store id (the first half of a page cursor).
+    pub sink_id: i64,
+    /// The event's global position.
+    pub position: u64,
+    /// The event's id.
+    #[schema(format = "uuid")]
+    pub event_id: String,
+    /// The event's ordering lane (`e:<entity>` or `s:<stream>`).
+    pub lane: String,
+    /// Failed attempts.
+    pub attempts: u32,
+    /// First failure, ms since the Unix epoch.
+    pub first_failure_unix_ms: u64,
+    /// Last failure, ms since the Unix epoch.
+    pub last_failure_unix_ms: u64,
+    /// The last failure, as the sink described it.
+    pub last_error: String,
+    /// Why it stopped being retried.
+    pub reason: DlqReasonBody,
+    /// The recorded event, as `GET /v1/streams/{s}/events` returns it
+    /// (absent only if the store is damaged).
+    #[schema(value_type = Option<Object>)]
+    pub event: Option<RecordedEvent>,
+}
+
+impl From<DlqEntry> for DlqEntryBody {
+    fn from(e: DlqEntry) -> Self {
+        DlqEntryBody {
+            sink: e.sink,
+            sink_id: e.row.sink_id,
+            position: e.row.position,
+            event_id: e.row.event_id.to_string(),
+            lane: e.row.lane,
+            attempts: e.row.attempts,
+            first_failure_unix_ms: e.row.first_failure_unix_ms,
+            last_failure_unix_ms: e.row.last_failure_unix_ms,
+            last_error: e.row.last_error,
+            reason: e.row.reason.into(),
+            event: e.event,
+        }
+    }
+}
+
+/// `GET /v1/admin/dlq`: one page, oldest position first per sink.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DlqPage {
+    /// The entries.
+    pub entries: Vec<DlqEntryBody>,
+    /// When the page is full: the `after` value of the next page
+    /// (`SINK_ID:POSITION`); `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// Filters and paging of `GET /v1/admin/dlq`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DlqListQuery {
+    /// Only this sink.
+    pub sink: Option<String>,
+    /// Only this reason: `max_attempts`, `permanent`, `conflict` or `expired`.
+    pub reason: Option<String>,
+    /// Only entries whose event is in this stream.
+    pub stream: Option<String>,
+    /// Only entries whose last failure is at or before this time (ms since the Unix epoch).
+    pub failed_before_ms: Option<u64>,
+    /// Most entries on the page: 1..=1000, default 50.
+    pub limit: Option<usize>,
+    /// Start after this entry: the `next` value of the previous page (`SINK_ID:POSITION`).
+    pub after: Option<String>,
+}
+
+/// Which entries `retry` and `purge` act on: `{"all": true}`, or at least
+/// one filter. `position` needs `sink` and excludes the other filters.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DlqSelector {
+    /// Every entry of every sink (excludes every filter).
+    #[serde(default)]
+    pub all: bool,
+    /// Only this sink.
+    pub sink: Option<String>,
+    /// Only this reason.
+    pub reason: Option<DlqReasonBody>,
+    /// Only entries whose event is in this stream.
+    pub stream: Option<String>,
+    /// Only entries whose last failure is at or before this time (ms since the Unix epoch).
+    pub failed_before_ms: Option<u64>,
+    /// Only the entry at this position (with `sink`); a missing entry is `not_found`.
+    pub position: Option<u64>,
+}
+
+impl DlqSelector {
+    fn has_filter(&self) -> bool {
+        self.sink.is_some()
+            || self.reason.is_some()
+            || self.stream.is_some()
+            || self.failed_before_ms.is_some()
+            || self.position.is_some()
+    }
+
+    /// Refuses empty and contradictory selectors.
+    fn check(&self) -> Result<(), ApiError> {
+        let invalid = |m: &str| ApiError::new(ErrorCode::InvalidRequest, m);
+        if self.all && self.has_filter() {
+            return Err(invalid(
+                "`all` selects every entry: drop the filters, or drop `all`",
+            ));
+        }
+        if !self.all && !self.has_filter() {
+            return Err(invalid(
+                "an empty selector is refused: send {\"all\": true} for every entry, or narrow it with sink, reason, stream, failed_before_ms, or sink and position",
+            )
+            .with_details(serde_json::json!({ "reason": "empty_selector" })));
+        }
+        if self.position.is_some() {
+            if self.sink.is_none() {
+                return Err(invalid("`position` needs `sink`"));
+            }
+            if self.reason.is_some() || self.stream.is_some() || self.failed_before_ms.is_some() {
+                return Err(invalid(
+                    "`position` selects one entry: drop reason, stream and failed_before_ms",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `POST /v1/admin/dlq/retry`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DlqRetryResponse {
+    /// Entries moved back to retrying (attempts reset, due now).
+    pub retried: u64,
+    /// Whether a running engine was told to reload (otherwise the next
+    /// engine start sends them).
+    pub engine_reloaded: bool,
+}
+
+/// `POST /v1/admin/dlq/purge`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DlqPurgeResponse {
+    /// Entries archived and then removed from the DLQ.
+    pub purged: u64,
+    /// The archive directory on the server.
+    pub archive_dir: String,
+    /// Archive files this purge wrote.
+    pub files: Vec<String>,
+}
+
+fn parse_after(s: &str) -> Result<(i64, u64), ApiError> {
+    let bad = || {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("after={s:?} is not SINK_ID:POSITION (copy the `next` of the previous page)"),
+        )
+    };
+    let (sink, position) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        sink.trim().parse().map_err(|_| bad())?,
+        position.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+fn parse_reason(s: &str) -> Result<DlqReason, ApiError> {
+    DlqReason::parse(s).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("unknown reason {s:?}: use max_attempts, permanent, conflict or expired"),
+        )
+    })
+}
+
+/// The library filter of a selector, narrowed to one entry (which must
+/// exist) when `position` is given. Blocking.
+fn selection_filter(state: &AppState, sel: &DlqSelector) -> Result<DlqFilter, ApiError> {
+    let mut f = dlq::filter_for(
+        &state.journal,
+        sel.sink.as_deref(),
+        DlqFilter {
+            sink_id: None,
+            reason: sel.reason.map(Into::into),
+            stream: sel.stream.clone(),
+            failed_before_unix_ms: sel.failed_before_ms,
+            position: None,
+        },
+    )
+    .map_err(dlq_error)?;
+    if let (Some(sink), Some(position)) = (&sel.sink, sel.position) {
+        dlq::show(&state.journal, sink, position).map_err(dlq_error)?;
+        f.position = Some(position);
+    }
+    Ok(f)
+}
+
+/// DLQ totals per sink.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/dlq/stats",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Totals per sink", body = DlqStatsResponse),
+        (status = 401, description = "No or unknown token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin token", body = ErrorEnvelope),
+    )
+)]
+pub async fn stats(State(state): State<AppState>) -> Result<Json<DlqStatsResponse>, ApiError> {
+    let sinks = blocking(move || dlq::stats(&state.journal).map_err(dlq_error)).await?;
+    Ok(Json(DlqStatsResponse {
+        sinks: sinks.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// One page of dead letters.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/dlq",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(DlqListQuery),
+    responses(
+        (status = 200, description = "One page", body = DlqPage),
+        (status = 400, description = "`invalid_request`: bad filter, limit or cursor", body = ErrorEnvelope),
+        (status = 401, description = "No or unknown token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin token", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: unknown sink", body = ErrorEnvelope),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<DlqListQuery>, QueryRejection>,
+) -> Result<Json<DlqPage>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let limit = q.limit.unwrap_or(DLQ_PAGE_DEFAULT);
+    if limit == 0 || limit > DLQ_PAGE_MAX {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("limit={limit} is out of range: use 1..={DLQ_PAGE_MAX}"),
+        )
+        .with_details(serde_json::json!({ "max": DLQ_PAGE_MAX })));
+    }
+    let after = q.after.as_deref().map(parse_after).transpose()?;
+    let reason = q.reason.as_deref().map(parse_reason).transpose()?;
+    let entries = blocking(move || {
+        let f = dlq::filter_for(
+            &state.journal,
+            q.sink.as_deref(),
+            DlqFilter {
+                sink_id: None,
+                reason,
+                stream: q.stream.clone(),
+                failed_before_unix_ms: q.failed_before_ms,
+                position: None,
+            },
+        )
+        .map_err(dlq_error)?;
+        dlq::list(&state.journal, &f, after, limit).map_err(dlq_error)
+    })
+    .await?;
+    let next = match entries.last() {
+        Some(last) if entries.len() == limit => {
+            Some(format!("{}:{}", last.row.sink_id, last.row.position))
+        }
+        _ => None,
+    };
+    Ok(Json(DlqPage {
+        entries: entries.into_iter().map(Into::into).collect(),
+        next,
+    }))
+}
+
+/// One dead letter, with its full event.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/dlq/{sink}/{position}",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(
+        ("sink" = String, Path, description = "The sink's name"),
+        ("position" = u64, Path, description = "The event's global position"),
+    ),
+    responses(
+        (status = 200, description = "The entry", body = DlqEntryBody),
+        (status = 400, description = "`invalid_request`: position is not a number", body = ErrorEnvelope),
+        (status = 401, description = "No or unknown token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin token", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: unknown sink or no such entry", body = ErrorEnvelope),
+    )
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    path: Result<Path<(String, u64)>, PathRejection>,
+) -> Result<Json<DlqEntryBody>, ApiError> {
+    let Path((sink, position)) = path.map_err(bad_path)?;
+    let entry =
+        blocking(move || dlq::show(&state.journal, &sink, position).map_err(dlq_error)).await?;
+    Ok(Json(entry.into()))
+}
+
+/// Sends the selected dead letters back to retrying (attempts reset, due
+/// now). With a delivery engine running, its dispatchers reload at once.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/dlq/retry",
+    tag = "admin",
+    security(("bearer" = [])),
+    request_body = DlqSelector,
+    responses(
+        (status = 200, description = "How many moved", body = DlqRetryResponse),
+        (status = 400, description = "`invalid_json` or `invalid_request` (empty or contradictory selector)", body = ErrorEnvelope),
+        (status = 401, description = "No or unknown token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin token", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: unknown sink or no such entry", body = ErrorEnvelope),
+        (status = 413, description = "`body_too_large`", body = ErrorEnvelope),
+        (status = 503, description = "`unavailable`: the journal is shutting down", body = ErrorEnvelope),
+    )
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DlqRetryResponse>, ApiError> {
+    let sel: DlqSelector = json_body(body, false)?;
+    sel.check()?;
+    let st = state.clone();
+    let filter = blocking(move || selection_filter(&st, &sel)).await?;
+    let (retried, engine_reloaded) = match &state.engine {
+        Some(engine) => (
+            engine
+                .dlq_retry(&filter)
+                .await
+                .map_err(super::admin_error)?,
+            true,
+        ),
+        None => (
+            dlq::retry(&state.journal, &filter)
+                .await
+                .map_err(dlq_error)?,
+            false,
+        ),
+    };
+    Ok(Json(DlqRetryResponse {
+        retried,
+        engine_reloaded,
+    }))
+}
+
+fn archive_files(data_dir: PathBuf) -> Result<BTreeSet<PathBuf>, ApiError> {
+    Ok(list_archives(&data_dir)
+        .map_err(|e| internal(e.to_string()))?
+        .into_iter()
+        .map(|a| a.path)
+        .collect())
+}
+
+/// Archives the selected dead letters (fsynced, gzip JSONL under
+/// `<data-dir>/dlq-archive/`), then removes them from the DLQ.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/dlq/purge",
+    tag = "admin",
+    security(("bearer" = [])),
+    request_body = DlqSelector,
+    responses(
+        (status = 200, description = "How many were archived and removed", body = DlqPurgeResponse),
+        (status = 400, description = "`invalid_json` or `invalid_request` (empty or contradictory selector)", body = ErrorEnvelope),
+        (status = 401, description = "No or unknown token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin token", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: unknown sink or no such entry", body = ErrorEnvelope),
+        (status = 413, description = "`body_too_large`", body = ErrorEnvelope),
+        (status = 503, description = "`unavailable`: the journal is shutting down", body = ErrorEnvelope),
+    )
+)]
+pub async fn purge(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DlqPurgeResponse>, ApiError> {
+    let sel: DlqSelector = json_body(body, false)?;
+    sel.check()?;
+    let data_dir = state.journal.config().data_dir.clone();
+    let st = state.clone();
+    let dir = data_dir.clone();
+    let (filter, before) =
+        blocking(move || Ok((selection_filter(&st, &sel)?, archive_files(dir)?))).await?;
+    let purged = dlq::purge(&state.journal, &filter)
+        .await
+        .map_err(dlq_error)?;
+    let dir = data_dir.clone();
+    let after = blocking(move || archive_files(dir)).await?;
+    Ok(Json(DlqPurgeResponse {
+        purged,
+        archive_dir: archive_dir(&data_dir).display().to_string(),
+        files: after
+            .difference(&before)
+            .map(|p| p.display().to_string())
+            .collect(),
+    }))
+}

@@ -1,0 +1,344 @@
+//! The DLQ archive (SPEC §4 "Dead-letter queue"): dead letters that leave
+//! the DLQ — evicted over the size limit, expired past the TTL, or purged by
+//! an operator — are written here first, never just deleted.
+//!
+//! An archive is a gzip file of JSON lines, one [`ArchivedDlqEntry`] per
+//! line, in `<data>/dlq-archive/`, named
+//! `dlq-<unix ms, 20 digits>-<UUIDv7>.jsonl.gz`, so names sort by time and
+//! two archives never share a name, even within one millisecond. Each file
+//! is written once: to a `.tmp` name, fsynced, renamed into place, and the
+//! directory fsynced (and the data directory too when the archive directory
+//! was just created). A crash leaves a complete archive or a `.tmp` file
+//! that [`list_archives`] ignores; nothing ever rewrites or appends to an
+//! archive.
+//!
+//! Callers archive, then delete from the DLQ. A crash in between archives
+//! the same entries again on the next attempt, so an entry may appear in
+//! two archives: `(sink, position, event_id)` identifies it.
+//!
+//! Reading is bounded ([`ARCHIVE_DECOMPRESSED_BYTES_MAX`],
+//! [`ARCHIVE_LINE_BYTES_MAX`]) and a damaged file is a typed error
+//! ([`ArchiveError::Corrupt`], [`ArchiveError::BadLine`]), never a panic.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+#[cfg(test)]
+mod tests;
+
+/// Directory, under the data directory, that holds DLQ archives.
+pub const ARCHIVE_DIR: &str = "dlq-archive";
+/// Most bytes read from one archive once decompressed (1 GiB), so a
+/// decompression bomb cannot exhaust memory.
+pub const ARCHIVE_DECOMPRESSED_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Longest line in an archive: one entry, its event envelope included.
+pub const ARCHIVE_LINE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+const PREFIX: &str = "dlq-";
+const SUFFIX: &str = ".jsonl.gz";
+const TMP_SUFFIX: &str = ".tmp";
+
+/// One dead letter as archived: the DLQ entry, why it left, and the event
+/// itself when it was still available.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ArchivedDlqEntry {
+    /// The sink it failed to reach.
+    pub sink: String,
+    /// The event's global position.
+    pub position: u64,
+    /// The event's id (its idempotency key).
+    pub event_id: Uuid,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// When the first attempt failed, in milliseconds since the Unix epoch.
+    pub first_failure_unix_ms: u64,
+    /// When the last attempt failed, in milliseconds since the Unix epoch.
+    pub last_failure_unix_ms: u64,
+    /// The last failure, as recorded in the DLQ.
+    pub last_error: String,
+    /// Why it was dead-lettered: `max_attempts`, `permanent`, `conflict` or
+    /// `expired`.
+    pub reason: String,
+    /// When it was archived, in milliseconds since the Unix epoch.
+    pub archived_unix_ms: u64,
+    /// Why it left the DLQ: `evicted`, `expired` or `purged`.
+    pub archive_cause: String,
+    /// The full event envelope, when available.
+    #[serde(default)]
+    pub event: Option<serde_json::Value>,
+}
+
+/// An archive could not be written or read.
+#[derive(Debug, Error)]
+pub enum ArchiveError {
+    /// A file-system operation failed.
+    #[error("DLQ archive i/o on {path}: {source}; check free space and permissions of the data directory")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// An entry could not be encoded.
+    #[error("DLQ archive entry could not be encoded: {0}")]
+    Encode(String),
+    /// The file is not a complete gzip stream: truncated or damaged.
+    #[error(
+        "{path}: not a valid gzip archive ({reason}); the file is damaged, keep it for inspection"
+    )]
+    Corrupt {
+        /// The archive.
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// A line is not an archived entry.
+    #[error("{path} line {line}: not a DLQ archive entry ({reason}); the file is damaged, keep it for inspection")]
+    BadLine {
+        /// The archive.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A limit was exceeded while writing or reading.
+    #[error("{path}: {what}")]
+    TooLarge {
+        /// The archive.
+        path: PathBuf,
+        /// Which limit.
+        what: String,
+    },
+}
+
+/// An archive found by [`list_archives`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchiveFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its size on disk (compressed), in bytes.
+    pub bytes: u64,
+    /// When it was written, in milliseconds since the Unix epoch, from its
+    /// name.
+    pub written_unix_ms: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+// Same as the private helper in `crate::emergency`, which returns that
+// module's error type.
+fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// `<data_dir>/dlq-archive`.
+pub fn archive_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(ARCHIVE_DIR)
+}
+
+/// Writes `entries` as one new archive and makes it durable before
+/// returning its path. `now_unix_ms` names the file. Writes nothing and
+/// returns `None` when `entries` is empty. Blocking.
+pub fn write_archive(
+    data_dir: &Path,
+    entries: &[ArchivedDlqEntry],
+    now_unix_ms: u64,
+) -> Result<Option<PathBuf>, ArchiveError> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let dir = archive_dir(data_dir);
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // The new directory's entry lives in its parent: without this, a
+        // power cut could lose the directory and every archive in it.
+        sync_dir(data_dir)?;
+    }
+    // UUIDv7s from one process increase, so archives written in the same
+    // millisecond still sort in write order and never collide.
+    let name = format!(
+        "{PREFIX}{now_unix_ms:020}-{}{SUFFIX}",
+        Uuid::now_v7().simple()
+    );
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let result = write_tmp(&tmp, entries);
+    if result.is_err() {
+        // Best effort: a leftover .tmp is harmless (never listed) but wastes space.
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(&dir)?;
+    Ok(Some(path))
+}
+
+fn write_tmp(tmp: &Path, entries: &[ArchivedDlqEntry]) -> Result<(), ArchiveError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(io_err(tmp))?;
+    let mut gz = GzEncoder::new(BufWriter::new(file), Compression::default());
+    let mut line = Vec::new();
+    for entry in entries {
+        line.clear();
+        serde_json::to_writer(&mut line, entry).map_err(|e| ArchiveError::Encode(e.to_string()))?;
+        // Never write a line that reading would refuse.
+        if line.len() > ARCHIVE_LINE_BYTES_MAX {
+            return Err(ArchiveError::TooLarge {
+                path: tmp.to_path_buf(),
+                what: format!(
+                    "the entry for event {} is over {ARCHIVE_LINE_BYTES_MAX} bytes",
+                    entry.event_id
+                ),
+            });
+        }
+        line.push(b'\n');
+        gz.write_all(&line).map_err(io_err(tmp))?;
+    }
+    let file = gz
+        .finish()
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .map_err(io_err(tmp))?;
+    file.sync_all().map_err(io_err(tmp))
+}
+
+/// The archives in `<data_dir>/dlq-archive/`, oldest first (by name).
+/// `.tmp` files (a crash mid-write) and other files are not listed; a
+/// missing directory lists nothing.
+pub fn list_archives(data_dir: &Path) -> Result<Vec<ArchiveFile>, ArchiveError> {
+    let dir = archive_dir(data_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(&dir))?;
+        let name = entry.file_name();
+        let Some(written_unix_ms) = name.to_str().and_then(parse_name) else {
+            continue;
+        };
+        let path = entry.path();
+        let meta = entry.metadata().map_err(io_err(&path))?;
+        if meta.is_file() {
+            out.push(ArchiveFile {
+                path,
+                bytes: meta.len(),
+                written_unix_ms,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The time in an archive's name, or `None` if it is not an archive's name.
+fn parse_name(name: &str) -> Option<u64> {
+    let stem = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    let (ms, id) = stem.split_once('-')?;
+    let ok = ms.len() == 20 && ms.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty();
+    ok.then(|| ms.parse().ok()).flatten()
+}
+
+/// Every entry of the archive at `path`, in order. Fails on a damaged file
+/// or line (named) and beyond the size limits.
+pub fn read_archive(path: &Path) -> Result<Vec<ArchivedDlqEntry>, ArchiveError> {
+    let mut out = Vec::new();
+    for_each_entry(path, |e| out.push(e))?;
+    Ok(out)
+}
+
+/// How many archived entries belong to `sink`, over every archive. Reads
+/// them all: meant for stats and tests, not a hot path.
+pub fn count_archived(data_dir: &Path, sink: &str) -> Result<u64, ArchiveError> {
+    let mut count = 0u64;
+    for file in list_archives(data_dir)? {
+        for_each_entry(&file.path, |e| {
+            if e.sink == sink {
+                count += 1;
+            }
+        })?;
+    }
+    Ok(count)
+}
+
+/// Streams the entries of one archive to `f`, one line at a time.
+fn for_each_entry(path: &Path, mut f: impl FnMut(ArchivedDlqEntry)) -> Result<(), ArchiveError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    // One byte over the limit is read so that reaching it is detectable.
+    let mut reader = BufReader::new(
+        MultiGzDecoder::new(BufReader::new(file)).take(ARCHIVE_DECOMPRESSED_BYTES_MAX + 1),
+    );
+    let too_large = |what: String| ArchiveError::TooLarge {
+        path: path.to_path_buf(),
+        what,
+    };
+    let mut total = 0u64;
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let read = (&mut reader)
+            .take(ARCHIVE_LINE_BYTES_MAX as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| decode_err(path, e))?;
+        if read == 0 {
+            break;
+        }
+        total += read as u64;
+        if total > ARCHIVE_DECOMPRESSED_BYTES_MAX {
+            return Err(too_large(format!(
+                "over {ARCHIVE_DECOMPRESSED_BYTES_MAX} bytes decompressed"
+            )));
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if line.len() > ARCHIVE_LINE_BYTES_MAX {
+            return Err(too_large(format!(
+                "line {number} is over {ARCHIVE_LINE_BYTES_MAX} bytes"
+            )));
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let entry = serde_json::from_slice(&line).map_err(|e| ArchiveError::BadLine {
+            path: path.to_path_buf(),
+            line: number,
+            reason: e.to_string(),
+        })?;
+        f(entry);
+    }
+    Ok(())
+}
+
+/// Decoder errors (bad header, bad deflate data, checksum mismatch,
+/// truncation) mean a damaged file; anything else is the file system's.
+fn decode_err(path: &Path, e: io::Error) -> ArchiveError {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
+            ArchiveError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        }
+        _ => io_err(path)(e),
+    }
+}
