@@ -52,10 +52,10 @@ const IN_FLIGHT_MAX: usize = 65_536;
 
 /// What the printer saw, for the closing summary.
 #[derive(Default)]
-struct Counts {
-    appended: u64,
-    already: u64,
-    rejected: u64,
+pub(crate) struct Counts {
+    pub(crate) appended: u64,
+    pub(crate) already: u64,
+    pub(crate) rejected: u64,
 }
 
 enum Item {
@@ -86,7 +86,24 @@ pub async fn run(cli: &Cli, args: &AppendArgs) -> CmdResult {
     } = printer.await.map_err(anyhow::Error::from)??;
     journal.shutdown(Duration::from_secs(30)).await?;
     read_result?;
-    if cli.json {
+    Ok(print_summary(
+        cli.json,
+        &Counts {
+            appended,
+            already,
+            rejected,
+        },
+    ))
+}
+
+/// Prints the closing summary on stderr; the exit code it implies.
+pub(crate) fn print_summary(json: bool, counts: &Counts) -> ExitCode {
+    let Counts {
+        appended,
+        already,
+        rejected,
+    } = counts;
+    if json {
         eprintln!(
             "{}",
             serde_json::json!({"appended": appended, "already_appended": already, "rejected_lines": rejected})
@@ -96,11 +113,40 @@ pub async fn run(cli: &Cli, args: &AppendArgs) -> CmdResult {
             "appended {appended} events; {already} were already appended; {rejected} lines rejected"
         );
     }
-    Ok(if rejected > 0 {
+    if *rejected > 0 {
         ExitCode::SomeLinesRejected
     } else {
         ExitCode::Ok
-    })
+    }
+}
+
+/// Writes one ack line (the same for a local and a remote append).
+pub(crate) fn write_ack<W: Write>(
+    out: &mut W,
+    id: &Uuid,
+    stream: &str,
+    version: u64,
+    position: u64,
+    already_appended: bool,
+) -> std::io::Result<()> {
+    let l = AckLine {
+        id: id.to_string(),
+        stream,
+        version,
+        position,
+        already_appended,
+    };
+    serde_json::to_writer(&mut *out, &l)?;
+    out.write_all(b"\n")
+}
+
+/// Reports a rejected input line on stderr.
+pub(crate) fn print_rejected(json: bool, line: u64, error: &str) {
+    if json {
+        eprintln!("{}", serde_json::json!({"line": line, "error": error}));
+    } else {
+        eprintln!("line {line}: {error}");
+    }
 }
 
 async fn read_lines(
@@ -156,7 +202,11 @@ async fn read_lines(
 
 /// Turns one input line into an event: `Ok(None)` for a blank line,
 /// `Err` with a message for a line that cannot be an event.
-fn line_to_event(line: Line, buf: &[u8], args: &AppendArgs) -> Result<Option<NewEvent>, String> {
+pub(crate) fn line_to_event(
+    line: Line,
+    buf: &[u8],
+    args: &AppendArgs,
+) -> Result<Option<NewEvent>, String> {
     let text = match line {
         Line::TooLong(len) => {
             return Err(format!(
@@ -216,7 +266,7 @@ async fn send(tx: &mpsc::Sender<Item>, item: Item) -> anyhow::Result<()> {
     Ok(())
 }
 
-enum Line {
+pub(crate) enum Line {
     /// The line (without its newline) is in the buffer.
     Text,
     /// The line was longer than the limit and was skipped; its length so far.
@@ -225,7 +275,7 @@ enum Line {
 
 /// Reads one line into `buf` without ever holding more than `max + 1` bytes
 /// of it; `None` at end of input.
-async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
+pub(crate) async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
     input: &mut R,
     buf: &mut Vec<u8>,
     max: usize,
@@ -281,15 +331,14 @@ async fn print_acks(
             Item::Queued { line, ticket } => match ticket.await {
                 Ok(result) => {
                     for ack in &result.events {
-                        let l = AckLine {
-                            id: ack.id.to_string(),
-                            stream: &stream,
-                            version: ack.version,
-                            position: ack.position,
-                            already_appended: result.status == AppendStatus::AlreadyAppended,
-                        };
-                        serde_json::to_writer(&mut out, &l)?;
-                        out.write_all(b"\n")?;
+                        write_ack(
+                            &mut out,
+                            &ack.id,
+                            &stream,
+                            ack.version,
+                            ack.position,
+                            result.status == AppendStatus::AlreadyAppended,
+                        )?;
                     }
                     let n = result.events.len() as u64;
                     match result.status {
@@ -303,11 +352,7 @@ async fn print_acks(
             Item::Rejected { line, error } => (line, error),
         };
         counts.rejected += 1;
-        if json {
-            eprintln!("{}", serde_json::json!({"line": line, "error": error}));
-        } else {
-            eprintln!("line {line}: {error}");
-        }
+        print_rejected(json, line, &error);
     }
     out.flush()?;
     Ok(counts)

@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use indicatif::ProgressBar;
 use ironclad::delivery::archive::{archive_dir, list_archives};
-use ironclad::delivery::dlq::{self, DlqEntry, DLQ_PAGE_MAX};
+use ironclad::delivery::dlq::{self, DlqEntry, SinkDlqStats, DLQ_PAGE_MAX};
 use ironclad::store::delivery::{DlqFilter, DlqReason};
 use ironclad::{Journal, OpenError};
 use serde::Serialize;
@@ -28,8 +28,10 @@ use crate::{output, Cli, CmdResult, ExitCode, Failure};
 #[command(after_help = "\
 These commands work on a stopped engine: they take the data-directory lock, \
 so while `ironclad run` is running they fail with \"locked by pid N\" \
-(exit 5). Stop it (SIGTERM), operate, start it again. (The server's admin \
-API will offer the same operations on a running engine.)")]
+(exit 5). Stop it (SIGTERM), operate, start it again. With --server URL \
+they act on a running `ironclad serve` through its admin API instead (an \
+admin token; a remote `export` is built in the server's memory, at most \
+256 MiB: narrow a larger one with filters).")]
 pub struct DlqArgs {
     /// A configuration file whose top-level `data_dir` to use when
     /// --data-dir is not given (nothing else in it is read).
@@ -141,9 +143,22 @@ fn parse_after(s: &str) -> Result<(i64, u64), String> {
 
 /// Runs a DLQ action: opens the journal, acts, and always closes it.
 pub async fn run(cli: &Cli, args: &DlqArgs) -> CmdResult {
-    if let DlqAction::Retry(sel) | DlqAction::Purge(sel) = &args.action {
+    check_selector(&args.action)?;
+    let file = args.config.as_deref().map(config_file::read).transpose()?;
+    let data_dir = config_file::data_dir(cli, file.as_ref());
+    let journal = open(&data_dir)?;
+    let result = act(cli, &args.action, &journal, &data_dir).await;
+    let closed = journal.shutdown(std::time::Duration::from_secs(30)).await;
+    let code = result?;
+    closed?;
+    Ok(code)
+}
+
+/// Refuses a bare `retry`/`purge` (local and remote).
+pub(crate) fn check_selector(action: &DlqAction) -> Result<(), Failure> {
+    if let DlqAction::Retry(sel) | DlqAction::Purge(sel) = action {
         if !sel.all && sel.position.is_none() && sel.filter.is_empty() {
-            let verb = match args.action {
+            let verb = match action {
                 DlqAction::Retry(_) => "retry",
                 _ => "purge",
             };
@@ -153,14 +168,7 @@ pub async fn run(cli: &Cli, args: &DlqArgs) -> CmdResult {
             )));
         }
     }
-    let file = args.config.as_deref().map(config_file::read).transpose()?;
-    let data_dir = config_file::data_dir(cli, file.as_ref());
-    let journal = open(&data_dir)?;
-    let result = act(cli, &args.action, &journal, &data_dir).await;
-    let closed = journal.shutdown(std::time::Duration::from_secs(30)).await;
-    let code = result?;
-    closed?;
-    Ok(code)
+    Ok(())
 }
 
 /// Opens the journal; a missing database is an error rather than a new,
@@ -235,8 +243,13 @@ async fn act(cli: &Cli, action: &DlqAction, journal: &Journal, data_dir: &Path) 
 
 fn stats(cli: &Cli, journal: &Journal) -> CmdResult {
     let stats = dlq::stats(journal)?;
-    if cli.json {
-        for s in &stats {
+    print_stats(cli.json, &stats)
+}
+
+/// Prints DLQ totals per sink (local and remote).
+pub(crate) fn print_stats(json: bool, stats: &[SinkDlqStats]) -> CmdResult {
+    if json {
+        for s in stats {
             output::json_line(s)?;
         }
         return Ok(ExitCode::Ok);
@@ -250,7 +263,7 @@ fn stats(cli: &Cli, journal: &Journal) -> CmdResult {
         "{:<20} {:>9} {:>14} {:>9}  BY REASON",
         "SINK", "ENTRIES", "OLDEST FAILURE", "ARCHIVED"
     );
-    for s in &stats {
+    for s in stats {
         let by_reason: Vec<String> = s
             .stats
             .by_reason
@@ -299,11 +312,13 @@ fn list(
         }
         _ => None,
     };
-    if cli.json {
-        output::json_line(&Page {
-            entries: &entries,
-            next,
-        })?;
+    print_list(cli.json, &entries, next)
+}
+
+/// Prints one page of dead letters and its `next` cursor (local and remote).
+pub(crate) fn print_list(json: bool, entries: &[DlqEntry], next: Option<String>) -> CmdResult {
+    if json {
+        output::json_line(&Page { entries, next })?;
         return Ok(ExitCode::Ok);
     }
     if entries.is_empty() {
@@ -315,7 +330,7 @@ fn list(
         "{:<16} {:>10} {:<24} {:<20} {:<12} {:>8} {:>12}  LAST ERROR",
         "SINK", "POSITION", "STREAM", "TYPE", "REASON", "ATTEMPTS", "LAST FAILED"
     );
-    for e in &entries {
+    for e in entries {
         let (stream, ty) = e.event.as_ref().map_or(("?", "?"), |ev| {
             (ev.stream.as_str(), ev.event_type.as_str())
         });
@@ -340,7 +355,7 @@ fn list(
     Ok(ExitCode::Ok)
 }
 
-fn print_entry(e: &DlqEntry) -> anyhow::Result<()> {
+pub(crate) fn print_entry(e: &DlqEntry) -> anyhow::Result<()> {
     let now = output::now_unix_ms();
     let when = |t: u64| format!("{t} ({} ago)", output::age(now.saturating_sub(t)));
     println!("sink:           {}", e.sink);
@@ -368,10 +383,21 @@ fn print_entry(e: &DlqEntry) -> anyhow::Result<()> {
 
 async fn retry(cli: &Cli, journal: &Journal, sel: &SelectArgs) -> CmdResult {
     let moved = dlq::retry(journal, &selection_filter(journal, sel)?).await?;
-    if cli.json {
+    print_retried(cli.json, moved, false)
+}
+
+/// Prints what `retry` moved (local and remote). `engine_reloaded`: a
+/// server's running engine picked them up at once.
+pub(crate) fn print_retried(json: bool, moved: u64, engine_reloaded: bool) -> CmdResult {
+    if json {
         output::json_line(&serde_json::json!({ "retried": moved }))?;
     } else if moved == 0 {
         println!("no dead letters matched; nothing moved");
+    } else if engine_reloaded {
+        println!(
+            "moved {moved} dead letters back to retrying (attempts reset); the server's \
+             delivery engine sends them now"
+        );
     } else {
         println!(
             "moved {moved} dead letters back to retrying (attempts reset); the next \
@@ -395,7 +421,12 @@ async fn purge(cli: &Cli, journal: &Journal, sel: &SelectArgs, data_dir: &Path) 
         .filter(|p| !before.contains(p))
         .collect();
     let dir = archive_dir(data_dir);
-    if cli.json {
+    print_purged(cli.json, archived, &dir, &files)
+}
+
+/// Prints what `purge` archived (local and remote).
+pub(crate) fn print_purged(json: bool, archived: u64, dir: &Path, files: &[PathBuf]) -> CmdResult {
+    if json {
         output::json_line(&serde_json::json!({
             "archived": archived, "archive_dir": dir, "files": files
         }))?;
@@ -406,7 +437,7 @@ async fn purge(cli: &Cli, journal: &Journal, sel: &SelectArgs, data_dir: &Path) 
             "archived {archived} dead letters to {} and removed them from the DLQ",
             dir.display()
         );
-        for f in &files {
+        for f in files {
             println!("  {}", f.display());
         }
     }
@@ -441,28 +472,51 @@ async fn export(
     out: Option<&Path>,
 ) -> CmdResult {
     let f = filter_of(journal, filter)?;
+    // The bar's length is the matching sinks' DLQ size: exact unless other
+    // filters narrow it, then an upper bound corrected at the end.
+    let total = match out {
+        Some(_) => dlq::stats(journal)?
+            .iter()
+            .filter(|s| filter.sink.as_deref().is_none_or(|name| s.sink == name))
+            .map(|s| s.stats.entries)
+            .sum(),
+        None => 0,
+    };
     let journal = journal.clone();
+    write_export(cli.json, out, total, move |w| {
+        Ok(dlq::export(&journal, &f, w)?)
+    })
+    .await
+}
+
+/// Writes an export (`produce` writes the JSON lines and returns how many)
+/// to stdout, or to `out` (replaced atomically when complete, with a
+/// progress bar of `total` lines), then reports it (local and remote).
+pub(crate) async fn write_export<F>(
+    json: bool,
+    out: Option<&Path>,
+    total: u64,
+    produce: F,
+) -> CmdResult
+where
+    F: FnOnce(&mut dyn Write) -> anyhow::Result<u64> + Send + 'static,
+{
     let Some(out) = out else {
-        let n = tokio::task::spawn_blocking(move || {
+        let n = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
             let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-            dlq::export(&journal, &f, &mut w)
+            let n = produce(&mut w)?;
+            w.flush()?;
+            Ok(n)
         })
         .await
         .map_err(anyhow::Error::from)??;
-        if cli.json {
+        if json {
             eprintln!("{}", serde_json::json!({ "exported": n }));
         } else {
             eprintln!("exported {n} dead letters");
         }
         return Ok(ExitCode::Ok);
     };
-    // The bar's length is the matching sinks' DLQ size: exact unless other
-    // filters narrow it, then an upper bound corrected at the end.
-    let total: u64 = dlq::stats(&journal)?
-        .iter()
-        .filter(|s| filter.sink.as_deref().is_none_or(|name| s.sink == name))
-        .map(|s| s.stats.entries)
-        .sum();
     let bar = output::progress(total, "export");
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -479,7 +533,7 @@ async fn export(
             inner: std::io::BufWriter::new(tmp.as_file()),
             bar: counting_bar,
         };
-        let n = dlq::export(&journal, &f, &mut w)?;
+        let n = produce(&mut w)?;
         w.flush()?;
         drop(w);
         tmp.as_file()
@@ -492,7 +546,7 @@ async fn export(
     .await
     .map_err(anyhow::Error::from)??;
     bar.finish_and_clear();
-    if cli.json {
+    if json {
         output::json_line(&serde_json::json!({ "exported": n, "out": out }))?;
     } else {
         println!("exported {n} dead letters to {}", out.display());

@@ -2,8 +2,8 @@
 //! idempotently (each replayed dump is archived, never deleted).
 
 use clap::Subcommand;
-use ironclad::emergency::list_dumps;
-use ironclad::Journal;
+use ironclad::emergency::{list_dumps, DumpInfo};
+use ironclad::{Journal, ReplayReport};
 
 use crate::{journal_config, output, Cli, CmdResult, ExitCode};
 
@@ -28,16 +28,7 @@ pub async fn run(cli: &Cli, action: &DumpAction) -> CmdResult {
     match action {
         DumpAction::List => {
             let dumps = list_dumps(&cli.data_dir)?;
-            for d in &dumps {
-                if cli.json {
-                    output::json_line(d)?;
-                } else {
-                    println!("{}  {} bytes", d.path.display(), d.bytes);
-                }
-            }
-            if !cli.json && dumps.is_empty() {
-                println!("no emergency dumps in {}", cli.data_dir.display());
-            }
+            print_dumps(cli.json, &dumps, &cli.data_dir.display().to_string())?;
             Ok(ExitCode::Ok)
         }
         DumpAction::Replay { path, all } => {
@@ -60,20 +51,7 @@ pub async fn run(cli: &Cli, action: &DumpAction) -> CmdResult {
                     .await;
                 bar.finish_and_clear();
                 match result {
-                    Ok(report) => {
-                        if cli.json {
-                            output::json_line(&report)?;
-                        } else {
-                            println!(
-                                "{}: {} records, {} events appended, {} already present; archived to {}",
-                                p.display(),
-                                report.records,
-                                report.appended_events,
-                                report.already_appended_events,
-                                report.archived_to.display()
-                            );
-                        }
-                    }
+                    Ok(report) => print_replay(cli.json, p, &report)?,
                     Err(e) => {
                         outcome = Err(e.into());
                         break;
@@ -84,4 +62,41 @@ pub async fn run(cli: &Cli, action: &DumpAction) -> CmdResult {
             outcome
         }
     }
+}
+
+/// Prints a dump listing (local and remote); `place` names where the
+/// dumps were looked for.
+pub(crate) fn print_dumps(json: bool, dumps: &[DumpInfo], place: &str) -> anyhow::Result<()> {
+    for d in dumps {
+        if json {
+            output::json_line(d)?;
+        } else {
+            println!("{}  {} bytes", d.path.display(), d.bytes);
+        }
+    }
+    if !json && dumps.is_empty() {
+        println!("no emergency dumps in {place}");
+    }
+    Ok(())
+}
+
+/// Prints what replaying one dump did (local and remote).
+pub(crate) fn print_replay(
+    json: bool,
+    path: &std::path::Path,
+    report: &ReplayReport,
+) -> anyhow::Result<()> {
+    if json {
+        output::json_line(report)?;
+    } else {
+        println!(
+            "{}: {} records, {} events appended, {} already present; archived to {}",
+            path.display(),
+            report.records,
+            report.appended_events,
+            report.already_appended_events,
+            report.archived_to.display()
+        );
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use clap::Subcommand;
-use ironclad::{LedgerHead, LogReader, VerifyError, VerifyOptions};
+use ironclad::{LedgerHead, LedgerMismatch, LogReader, VerifyError, VerifyOptions};
 
 use crate::{journal_config, output, Cli, CmdResult, ExitCode};
 
@@ -25,7 +25,7 @@ pub enum LedgerAction {
     Head,
 }
 
-fn parse_head(arg: &str) -> anyhow::Result<LedgerHead> {
+pub(crate) fn parse_head(arg: &str) -> anyhow::Result<LedgerHead> {
     let text = if arg.trim_start().starts_with('{') {
         arg.to_string()
     } else {
@@ -69,32 +69,8 @@ pub async fn run(cli: &Cli, action: &LedgerAction) -> CmdResult {
             .await
             .map_err(anyhow::Error::from)?;
             match result {
-                Ok(report) => {
-                    if cli.json {
-                        output::json_line(
-                            &serde_json::json!({"ok": true, "checked": report.checked, "head": report.head}),
-                        )?;
-                    } else {
-                        match &report.head {
-                            Some(h) => println!(
-                                "ledger verified: {} events, head position {} hash {}",
-                                report.checked,
-                                h.position,
-                                hex_of(&h.hash)
-                            ),
-                            None => println!("ledger verified: {} events", report.checked),
-                        }
-                    }
-                    Ok(ExitCode::Ok)
-                }
-                Err(VerifyError::Mismatch(m)) => {
-                    if cli.json {
-                        output::json_line(&serde_json::json!({"ok": false, "mismatch": m}))?;
-                    } else {
-                        eprintln!("ledger verification FAILED: {m}");
-                    }
-                    Ok(ExitCode::LedgerMismatch)
-                }
+                Ok(report) => print_verified(cli.json, report.checked, report.head.as_ref()),
+                Err(VerifyError::Mismatch(m)) => print_mismatch(cli.json, &m),
                 Err(VerifyError::Usage(msg)) => Err(crate::Failure {
                     code: ExitCode::Usage,
                     error: anyhow::anyhow!(msg),
@@ -103,6 +79,34 @@ pub async fn run(cli: &Cli, action: &LedgerAction) -> CmdResult {
             }
         }
     }
+}
+
+/// Prints a successful verification (local and remote).
+pub(crate) fn print_verified(json: bool, checked: u64, head: Option<&LedgerHead>) -> CmdResult {
+    if json {
+        output::json_line(&serde_json::json!({"ok": true, "checked": checked, "head": head}))?;
+    } else {
+        match head {
+            Some(h) => println!(
+                "ledger verified: {} events, head position {} hash {}",
+                checked,
+                h.position,
+                hex_of(&h.hash)
+            ),
+            None => println!("ledger verified: {checked} events"),
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Prints the first mismatch (local and remote); exit 3.
+pub(crate) fn print_mismatch(json: bool, m: &LedgerMismatch) -> CmdResult {
+    if json {
+        output::json_line(&serde_json::json!({"ok": false, "mismatch": m}))?;
+    } else {
+        eprintln!("ledger verification FAILED: {m}");
+    }
+    Ok(ExitCode::LedgerMismatch)
 }
 
 fn hex_of(h: &[u8; 32]) -> String {

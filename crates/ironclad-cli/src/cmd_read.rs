@@ -2,7 +2,7 @@
 //! data directory (works while another process is appending).
 
 use clap::Args;
-use ironclad::{LogReader, READ_LIMIT_MAX};
+use ironclad::{LogReader, StreamHead, READ_LIMIT_MAX};
 
 use crate::{journal_config, output, Cli, CmdResult, ExitCode};
 
@@ -55,17 +55,11 @@ pub async fn read(cli: &Cli, args: &ReadArgs) -> CmdResult {
 pub async fn streams(cli: &Cli) -> CmdResult {
     let reader = open_reader(cli)?;
     let mut after = String::new();
-    if !cli.json {
-        println!("{:<50} {:>12}", "STREAM", "VERSION");
-    }
+    print_streams_header(cli.json);
     loop {
         let page = reader.list_streams(&after, READ_LIMIT_MAX)?;
         for head in &page {
-            if cli.json {
-                output::json_line(head)?;
-            } else {
-                println!("{:<50} {:>12}", head.stream, head.version);
-            }
+            print_stream_head(cli.json, head)?;
         }
         match page.last() {
             Some(last) if page.len() == READ_LIMIT_MAX => after = last.stream.clone(),
@@ -73,4 +67,21 @@ pub async fn streams(cli: &Cli) -> CmdResult {
         }
     }
     Ok(ExitCode::Ok)
+}
+
+/// The header of the human `streams` table.
+pub(crate) fn print_streams_header(json: bool) {
+    if !json {
+        println!("{:<50} {:>12}", "STREAM", "VERSION");
+    }
+}
+
+/// One `streams` line (local and remote).
+pub(crate) fn print_stream_head(json: bool, head: &StreamHead) -> anyhow::Result<()> {
+    if json {
+        output::json_line(head)?;
+    } else {
+        println!("{:<50} {:>12}", head.stream, head.version);
+    }
+    Ok(())
 }

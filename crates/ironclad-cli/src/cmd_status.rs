@@ -67,16 +67,7 @@ pub async fn run(cli: &Cli, args: &StatusArgs) -> CmdResult {
         file.as_ref()
             .is_some_and(|f| f.routes.iter().any(|r| r.sink == name))
     };
-    if cli.json {
-        for s in &statuses {
-            output::json_line(&StatusLine {
-                status: s,
-                pending_complete: complete(&s.sink),
-            })?;
-        }
-    } else {
-        print_table(&statuses, file.as_ref(), &complete);
-    }
+    print_statuses(cli.json, &statuses, file.as_ref(), &complete)?;
     if let Some(f) = &file {
         for name in &f.sink_names {
             if !statuses.iter().any(|s| &s.sink == name) {
@@ -88,6 +79,27 @@ pub async fn run(cli: &Cli, args: &StatusArgs) -> CmdResult {
         }
     }
     Ok(ExitCode::Ok)
+}
+
+/// Prints the statuses (local and remote): JSON lines, or the table.
+/// `complete(sink)` says whether that sink's `pending` counts new events.
+pub(crate) fn print_statuses(
+    json: bool,
+    statuses: &[SinkStatus],
+    file: Option<&ConfigFile>,
+    complete: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    if json {
+        for s in statuses {
+            output::json_line(&StatusLine {
+                status: s,
+                pending_complete: complete(&s.sink),
+            })?;
+        }
+    } else {
+        print_table(statuses, file, complete);
+    }
+    Ok(())
 }
 
 fn print_table(

@@ -15,8 +15,10 @@ mod cmd_read;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_status;
+mod cmd_tail;
 mod config_file;
 mod output;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
@@ -34,7 +36,8 @@ pub enum ExitCode {
     Failed = 1,
     /// Bad command-line usage (printed by the argument parser).
     Usage = 2,
-    /// `ledger verify` found a mismatch.
+    /// `ledger verify` found a mismatch (locally, or `ledger_mismatch` from
+    /// the server).
     LedgerMismatch = 3,
     /// `append`: at least one input line was rejected (the others were appended).
     SomeLinesRejected = 4,
@@ -62,6 +65,22 @@ pub struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Work against a running `ironclad serve` (e.g. http://127.0.0.1:7070)
+    /// instead of a local data directory: append, read, streams, tail,
+    /// status, dlq, dump and ledger verify; the output is the same.
+    #[arg(long, global = true, env = "IRONCLAD_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token for --server (producer, consumer or admin, as the
+    /// command needs). Prefer the environment variable: a flag is visible
+    /// in the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "IRONCLAD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -76,6 +95,8 @@ pub enum Command {
     Read(cmd_read::ReadArgs),
     /// List streams and their head versions.
     Streams,
+    /// Follow new events live (one stream, or --all), printed as `read` prints them.
+    Tail(cmd_tail::TailArgs),
     /// Verify or export the tamper-evident ledger.
     Ledger {
         /// The ledger action.
@@ -192,10 +213,14 @@ fn parse() -> Result<Cli, clap::Error> {
 }
 
 async fn run(cli: &Cli) -> CmdResult {
+    if cli.server.is_some() {
+        return remote::run(cli).await;
+    }
     match &cli.command {
         Command::Append(args) => cmd_append::run(cli, args).await,
         Command::Read(args) => cmd_read::read(cli, args).await,
         Command::Streams => cmd_read::streams(cli).await,
+        Command::Tail(args) => cmd_tail::run(cli, args).await,
         Command::Ledger { action } => cmd_ledger::run(cli, action).await,
         Command::Migrate(args) => cmd_migrate::run(cli, args).await,
         Command::Run(args) => cmd_run::run(cli, args).await,

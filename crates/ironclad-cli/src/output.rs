@@ -16,6 +16,15 @@ pub fn json_line<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints JSON text that is already one value (an event as the server
+/// serialized it) as a line on stdout.
+pub fn raw_line(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
 /// Prints an error to stderr: plain `error: …` with its causes, or a JSON
 /// object `{"error":{"message","exit_code"}}` with `--json`.
 pub fn print_error(json: bool, error: &anyhow::Error, code: ExitCode) {

@@ -156,6 +156,96 @@ impl Default for JournalSettings {
     }
 }
 
+/// Subscription limits the server exposes (`[server.subscribe]`); each
+/// maps onto [`crate::routes::subscribe::SubscribeConfig`], whose other
+/// fields keep their defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscribeSettings {
+    /// Events a session may have queued before it counts as a slow consumer.
+    pub buffer_events: usize,
+    /// Events a named consumer may have unacknowledged before the session pauses.
+    pub unacked_max: usize,
+    /// Most WebSocket sessions at once.
+    pub sessions_max: usize,
+    /// Interval between the server's pings, ms.
+    pub ping_interval_ms: u64,
+    /// A session silent this long after a ping is closed, ms.
+    pub pong_timeout_ms: u64,
+}
+
+impl Default for SubscribeSettings {
+    fn default() -> Self {
+        let d = crate::routes::subscribe::SubscribeConfig::default();
+        SubscribeSettings {
+            buffer_events: d.buffer_events,
+            unacked_max: d.unacked_max,
+            sessions_max: d.sessions_max,
+            ping_interval_ms: u64::try_from(d.ping_interval.as_millis()).unwrap_or(u64::MAX),
+            pong_timeout_ms: u64::try_from(d.pong_timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl SubscribeSettings {
+    /// The subscription configuration these settings describe.
+    pub fn to_config(&self) -> crate::routes::subscribe::SubscribeConfig {
+        crate::routes::subscribe::SubscribeConfig {
+            buffer_events: self.buffer_events,
+            unacked_max: self.unacked_max,
+            sessions_max: self.sessions_max,
+            ping_interval: std::time::Duration::from_millis(self.ping_interval_ms),
+            pong_timeout: std::time::Duration::from_millis(self.pong_timeout_ms),
+            ..Default::default()
+        }
+    }
+
+    fn check(&self) -> Result<(), ServerConfigError> {
+        let range = |field: &'static str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(ServerConfigError::OutOfRange {
+                    field,
+                    value: v.to_string(),
+                    range: "see docs: [server.subscribe]",
+                })
+            }
+        };
+        range(
+            "subscribe.buffer_events",
+            self.buffer_events as u64,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "subscribe.unacked_max",
+            self.unacked_max as u64,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "subscribe.sessions_max",
+            self.sessions_max as u64,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "subscribe.ping_interval_ms",
+            self.ping_interval_ms,
+            100,
+            3_600_000,
+        )?;
+        range(
+            "subscribe.pong_timeout_ms",
+            self.pong_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        Ok(())
+    }
+}
+
 /// One configured bearer token.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,6 +281,8 @@ pub struct ServerConfig {
     pub limits: ServerLimits,
     /// Journal settings.
     pub journal: JournalSettings,
+    /// Subscription limits (`[server.subscribe]`).
+    pub subscribe: SubscribeSettings,
     /// On shutdown, how long in-flight requests, then the delivery engine,
     /// then the journal each get to finish, ms.
     pub shutdown_deadline_ms: u64,
@@ -207,6 +299,7 @@ impl Default for ServerConfig {
             insecure_no_auth: false,
             limits: ServerLimits::default(),
             journal: JournalSettings::default(),
+            subscribe: SubscribeSettings::default(),
             shutdown_deadline_ms: 10_000,
         }
     }
@@ -254,6 +347,7 @@ struct ServerSection {
     tokens: Option<Vec<TokenConfig>>,
     limits: Option<ServerLimits>,
     journal: Option<JournalSettings>,
+    subscribe: Option<SubscribeSettings>,
 }
 
 /// The file: top-level `data_dir` and `[server]`; other keys belong to other
@@ -353,6 +447,9 @@ impl ServerConfig {
         }
         if let Some(j) = s.journal {
             self.journal = j;
+        }
+        if let Some(sub) = s.subscribe {
+            self.subscribe = sub;
         }
         Ok(())
     }
@@ -459,6 +556,7 @@ impl ServerConfig {
     /// Refuses an unauthenticated server on a non-loopback address, and
     /// limits that could never admit a request or would disable a guard.
     pub fn check(&self) -> Result<(), ServerConfigError> {
+        self.subscribe.check()?;
         if self.tokens.is_empty() && !self.insecure_no_auth && !self.listen.ip().is_loopback() {
             return Err(ServerConfigError::NoAuthOffLoopback(self.listen));
         }
@@ -553,6 +651,32 @@ impl ServerConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn subscribe_limits_come_from_the_file_and_are_checked() {
+        let c = ServerConfig::from_toml_str(
+            "[server.subscribe]\nbuffer_events = 7\nsessions_max = 3\nping_interval_ms = 500\n",
+        )
+        .expect("parse");
+        let sub = c.subscribe.to_config();
+        assert_eq!((sub.buffer_events, sub.sessions_max), (7, 3));
+        assert_eq!(sub.ping_interval, std::time::Duration::from_millis(500));
+        assert_eq!(
+            sub.unacked_max,
+            crate::routes::subscribe::SubscribeConfig::default().unacked_max
+        );
+        assert!(c.check().is_ok());
+        let bad =
+            ServerConfig::from_toml_str("[server.subscribe]\nbuffer_events = 0\n").expect("parse");
+        assert!(matches!(
+            bad.check(),
+            Err(ServerConfigError::OutOfRange {
+                field: "subscribe.buffer_events",
+                ..
+            })
+        ));
+        assert!(ServerConfig::from_toml_str("[server.subscribe]\nbogus = 1\n").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -36,6 +36,7 @@ use crate::error::ErrorCode;
         // admin (routes/admin/*.rs)
         crate::routes::admin::dlq::stats,
         crate::routes::admin::dlq::list,
+        crate::routes::admin::dlq::export,
         crate::routes::admin::dlq::show,
         crate::routes::admin::dlq::retry,
         crate::routes::admin::dlq::purge,

@@ -75,7 +75,8 @@ pub type Engine = Arc<DeliveryEngine<SqliteStore>>;
 /// `body_too_large`), the request timeout (408 `timeout`), and the JSON
 /// error shape for errors the framework produces itself.
 pub fn app(state: AppState) -> Router {
-    let subs = routes::subscribe::Subscriptions::new(state.clone(), Default::default());
+    let subs =
+        routes::subscribe::Subscriptions::new(state.clone(), state.config.subscribe.to_config());
     app_with(state, subs)
 }
 
@@ -206,7 +207,10 @@ impl Server {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.header_timeout());
-        let subs = routes::subscribe::Subscriptions::new(state.clone(), Default::default());
+        let subs = routes::subscribe::Subscriptions::new(
+            state.clone(),
+            state.config.subscribe.to_config(),
+        );
         let router = app_with(state.clone(), subs.clone());
 
         tokio::pin!(shutdown);

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::routing::post;
 use ironclad::delivery::config::DeliveryConfig;
+use ironclad::delivery::dlq;
 use ironclad::delivery::engine::DeliveryEngine;
 use ironclad::emergency::{write_dump, DumpRecord};
+use ironclad::store::delivery::{DlqFilter, DlqReason};
 use ironclad::store::sqlite::SqliteStore;
 use ironclad::{Durability, ExpectedVersion, Journal, JournalConfig, NewEvent};
 use ironclad_server::auth::{Auth, Role};
@@ -576,6 +578,125 @@ async fn dlq_list_show_retry_purge_on_a_running_engine() {
     env.close().await;
 }
 
+/// What the library's export writes for these filters, locally.
+fn library_export(env: &Env, sink: Option<&str>, filter: DlqFilter) -> Vec<u8> {
+    let f = dlq::filter_for(&env.journal, sink, filter).expect("filter");
+    let mut out = Vec::new();
+    dlq::export(&env.journal, &f, &mut out).expect("export");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_export_answers_the_library_export_for_admins_only() {
+    let env = Env::new(true).await;
+    let server = serve(env.state(tokens())).await;
+    env.append("bad-1", 3).await;
+    env.append("bad-2", 2).await;
+    env.append("good-1", 2).await;
+    wait_dlq(&server, "bad", 5).await;
+
+    let export = |query: &'static str, token: Option<&'static str>| {
+        let server = &server;
+        async move {
+            let mut req = server
+                .client
+                .get(format!("{}/v1/admin/dlq/export{query}", server.base));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.expect("request");
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = resp.bytes().await.expect("body").to_vec();
+            (status, content_type, body)
+        }
+    };
+
+    // Everything, byte for byte what the library writes, as JSON lines.
+    let (status, content_type, body) = export("", Some(ADMIN)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(content_type, "application/x-ndjson");
+    assert_eq!(body, library_export(&env, None, DlqFilter::default()));
+    let lines: Vec<Value> = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert!(body.ends_with(b"\n"));
+    assert!(lines.iter().all(|e| e["sink"] == "bad"
+        && e["reason"] == "permanent"
+        && e["event"]["stream"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("bad-"))));
+
+    // Filters: the list's, narrowing the same way.
+    let (status, _, body) = export("?sink=bad&reason=permanent&stream=bad-2", Some(ADMIN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        library_export(
+            &env,
+            Some("bad"),
+            DlqFilter {
+                reason: Some(DlqReason::Permanent),
+                stream: Some("bad-2".into()),
+                ..DlqFilter::default()
+            }
+        )
+    );
+    assert_eq!(body.iter().filter(|&&b| b == b'\n').count(), 2);
+    for empty in ["?sink=good", "?failed_before_ms=1", "?stream=nope"] {
+        let (status, content_type, body) = export(empty, Some(ADMIN)).await;
+        assert_eq!(status, 200, "{empty}");
+        assert_eq!(content_type, "application/x-ndjson");
+        assert!(
+            body.is_empty(),
+            "{empty}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    // Errors: bad filters, an unknown sink, and paging or misspelt
+    // parameters (which would otherwise widen the export).
+    for bad_query in [
+        "reason=bogus",
+        "failed_before_ms=-3",
+        "limit=10",
+        "after=1:2",
+        "snk=bad",
+    ] {
+        server
+            .get(&format!("/v1/admin/dlq/export?{bad_query}"))
+            .await
+            .assert_error(400, "invalid_request");
+    }
+    server
+        .get("/v1/admin/dlq/export?sink=nope")
+        .await
+        .assert_error(404, "not_found");
+
+    // Admin only.
+    for (token, status, code) in [
+        (None, 401, "unauthorized"),
+        (Some("not-a-token"), 401, "unauthorized"),
+        (Some(PRODUCER), 403, "forbidden"),
+        (Some(CONSUMER), 403, "forbidden"),
+    ] {
+        server
+            .call("GET", "/v1/admin/dlq/export", token, Body::None)
+            .await
+            .assert_error(status, code);
+    }
+    drop(server);
+    env.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sinks_and_circuits() {
     let env = Env::new(true).await;
@@ -849,6 +970,7 @@ async fn ledger_verify_and_leases() {
 const PROTECTED: &[(&str, &str, &str)] = &[
     ("GET", "/v1/admin/dlq/stats", ""),
     ("GET", "/v1/admin/dlq?sink=bad&limit=10", ""),
+    ("GET", "/v1/admin/dlq/export?sink=bad", ""),
     ("GET", "/v1/admin/dlq/bad/{P}", ""),
     ("POST", "/v1/admin/dlq/retry", r#"{"sink":"good"}"#),
     ("POST", "/v1/admin/dlq/purge", r#"{"sink":"good"}"#),

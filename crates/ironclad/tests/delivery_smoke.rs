@@ -119,3 +119,39 @@ async fn the_store_refuses_a_backwards_cursor() {
     assert_eq!((row.cursor_position, row.delivered_total), (10, 3));
     common::shutdown(&journal).await;
 }
+
+/// `committed_head` is published before acknowledgements go out: whoever
+/// holds an ack sees a head at or above the ack's position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_append_is_never_above_the_committed_head() {
+    let tmp = common::tempdir();
+    let journal = common::open(common::fast_config(&common::data_dir(&tmp)));
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let j = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            let head = j.committed_head();
+            for i in 0..100 {
+                let r = j
+                    .append(
+                        &format!("s-{t}"),
+                        ExpectedVersion::Any,
+                        vec![NewEvent::new("t", format!("{{\"i\":{i}}}"))],
+                    )
+                    .await
+                    .expect("append");
+                let pos = r.events[0].position;
+                let seen = *head.borrow();
+                assert!(
+                    seen >= pos,
+                    "acked position {pos} above committed head {seen}"
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(*journal.committed_head().borrow(), 800);
+    common::shutdown(&journal).await;
+}

@@ -1,8 +1,9 @@
 //! Endpoint group `admin` (SPEC §6 "Admin"): the dead-letter queue (stats,
-//! list, show, retry, purge), sinks and their circuits, emergency dumps,
-//! ledger verification and leases. Every route needs an `admin` token
-//! ([`Access::Admin`]); bodies and answers are JSON; failures are
-//! [`ApiError`]s with stable codes (`docs/api-admin.md`).
+//! list, export, show, retry, purge), sinks and their circuits, emergency
+//! dumps, ledger verification and leases. Every route needs an `admin`
+//! token ([`Access::Admin`]); bodies and answers are JSON (the DLQ export
+//! is JSON lines); failures are [`ApiError`]s with stable codes
+//! (`docs/api-admin.md`).
 //!
 //! The handlers only decode, check and translate: the operations themselves
 //! are the library's (`ironclad::delivery::dlq`, the engine's controls,
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/admin/dlq/stats", get(dlq::stats))
         .route("/v1/admin/dlq", get(dlq::list))
+        .route("/v1/admin/dlq/export", get(dlq::export))
         .route("/v1/admin/dlq/retry", post(dlq::retry))
         .route("/v1/admin/dlq/purge", post(dlq::purge))
         .route("/v1/admin/dlq/{sink}/{position}", get(dlq::show))

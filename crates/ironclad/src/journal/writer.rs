@@ -288,24 +288,26 @@ type Waiter = (
     (OwnedSemaphorePermit, OwnedSemaphorePermit),
 );
 
-/// Answers each append of a committed batch with its own outcome. Returns
-/// the highest position it wrote, if any.
-fn answer(
-    outcomes: Vec<crate::store::AppendOutcome>,
-    waiters: Vec<Waiter>,
-    done: Instant,
-) -> Option<u64> {
+/// The highest position a committed batch wrote, if it wrote any.
+fn head_of(outcomes: &[crate::store::AppendOutcome]) -> Option<u64> {
+    outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .filter(|r| r.status == AppendStatus::Appended)
+        .flat_map(|r| r.events.iter().map(|e| e.position))
+        .max()
+}
+
+/// Answers each append of a committed batch with its own outcome.
+fn answer(outcomes: Vec<crate::store::AppendOutcome>, waiters: Vec<Waiter>, done: Instant) {
     assert_eq!(outcomes.len(), waiters.len(), "one outcome per append");
     let ack_latency = metrics::histogram!(m::ACK_LATENCY_SECONDS);
     let mut appended = 0u64;
-    let mut head: Option<u64> = None;
     for (outcome, (ack, enqueued, _permits)) in outcomes.into_iter().zip(waiters) {
         let reply = match outcome {
             Ok(r) => {
                 if r.status == AppendStatus::Appended {
                     appended += r.events.len() as u64;
-                    let top = r.events.iter().map(|e| e.position).max();
-                    head = head.max(top);
                 }
                 Ok(r)
             }
@@ -324,7 +326,6 @@ fn answer(
         let _ = ack.send(reply);
     }
     metrics::counter!(m::APPENDED_EVENTS_TOTAL).increment(appended);
-    head
 }
 
 /// What became of submitted appends whose commit failed.
@@ -402,7 +403,10 @@ fn commit<W: StoreWriter>(
     metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(events as f64);
     let status = match result {
         Ok(outcomes) => {
-            env.publish_head(answer(outcomes, waiters, done));
+            // Published before the acks go out: an acknowledged append is
+            // always at or below the committed head its caller can observe.
+            env.publish_head(head_of(&outcomes));
+            answer(outcomes, waiters, done);
             Ok(())
         }
         Err(e) => {
@@ -426,7 +430,8 @@ fn commit<W: StoreWriter>(
             if !sub_batch.is_empty() {
                 match protect_submitted(writer, &sub_batch, env) {
                     Protected::Committed(outcomes) => {
-                        env.publish_head(answer(outcomes, sub_waiters, Instant::now()));
+                        env.publish_head(head_of(&outcomes));
+                        answer(outcomes, sub_waiters, Instant::now());
                     }
                     Protected::Dumped(path) => {
                         for (ack, _, _permits) in sub_waiters {

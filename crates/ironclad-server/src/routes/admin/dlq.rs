@@ -1,5 +1,5 @@
 //! `/v1/admin/dlq…`: the dead-letter queue of a running server: stats,
-//! paged list, one entry, retry and purge (SPEC §4, §6).
+//! paged list, export, one entry, retry and purge (SPEC §4, §6).
 //!
 //! `retry` and `purge` refuse an empty selector: acting on every entry
 //! takes an explicit `{"all": true}`. Unknown fields are refused too, so a
@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ironclad::delivery::archive::{archive_dir, list_archives};
 use ironclad::delivery::dlq::{self, DlqEntry, SinkDlqStats, DLQ_PAGE_MAX};
@@ -179,6 +181,28 @@ pub struct DlqListQuery {
     pub after: Option<String>,
 }
 
+/// Filters of `GET /v1/admin/dlq/export` (the list's, without paging).
+/// Unknown parameters are refused, so a misspelt filter never widens an
+/// export to every entry.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DlqExportQuery {
+    /// Only this sink.
+    pub sink: Option<String>,
+    /// Only this reason: `max_attempts`, `permanent`, `conflict` or `expired`.
+    pub reason: Option<String>,
+    /// Only entries whose event is in this stream.
+    pub stream: Option<String>,
+    /// Only entries whose last failure is at or before this time (ms since the Unix epoch).
+    pub failed_before_ms: Option<u64>,
+}
+
+/// Largest `GET /v1/admin/dlq/export` answer, bytes: the export is built
+/// in memory before it is sent. A larger one is refused with
+/// `invalid_request` and `details.reason = "export_too_large"`.
+pub const DLQ_EXPORT_BYTES_MAX: usize = 256 * 1024 * 1024;
+
 /// Which entries `retry` and `purge` act on: `{"all": true}`, or at least
 /// one filter. `position` needs `sink` and excludes the other filters.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -280,6 +304,29 @@ fn parse_reason(s: &str) -> Result<DlqReason, ApiError> {
     })
 }
 
+/// The library filter of the list and export query filters. Blocking
+/// (resolves the sink's name).
+fn query_filter(
+    state: &AppState,
+    sink: Option<&str>,
+    reason: Option<DlqReason>,
+    stream: Option<String>,
+    failed_before_ms: Option<u64>,
+) -> Result<DlqFilter, ApiError> {
+    dlq::filter_for(
+        &state.journal,
+        sink,
+        DlqFilter {
+            sink_id: None,
+            reason,
+            stream,
+            failed_before_unix_ms: failed_before_ms,
+            position: None,
+        },
+    )
+    .map_err(dlq_error)
+}
+
 /// The library filter of a selector, narrowed to one entry (which must
 /// exist) when `position` is given. Blocking.
 fn selection_filter(state: &AppState, sel: &DlqSelector) -> Result<DlqFilter, ApiError> {
@@ -352,18 +399,13 @@ pub async fn list(
     let after = q.after.as_deref().map(parse_after).transpose()?;
     let reason = q.reason.as_deref().map(parse_reason).transpose()?;
     let entries = blocking(move || {
-        let f = dlq::filter_for(
-            &state.journal,
+        let f = query_filter(
+            &state,
             q.sink.as_deref(),
-            DlqFilter {
-                sink_id: None,
-                reason,
-                stream: q.stream.clone(),
-                failed_before_unix_ms: q.failed_before_ms,
-                position: None,
-            },
-        )
-        .map_err(dlq_error)?;
+            reason,
+            q.stream,
+            q.failed_before_ms,
+        )?;
         dlq::list(&state.journal, &f, after, limit).map_err(dlq_error)
     })
     .await?;
@@ -377,6 +419,85 @@ pub async fn list(
         entries: entries.into_iter().map(Into::into).collect(),
         next,
     }))
+}
+
+/// An in-memory export that refuses to grow past its cap.
+struct Capped {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + bytes.len() > DLQ_EXPORT_BYTES_MAX {
+            self.over = true;
+            return Err(std::io::Error::other("the export is over its size limit"));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every matching dead letter as JSON lines, with its event: exactly the
+/// bytes `ironclad dlq export` writes locally.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/dlq/export",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(DlqExportQuery),
+    responses(
+        (status = 200, description = "One JSON object per line (the fields of a DLQ entry, with its event), oldest position first per sink; empty when nothing matches", body = String, content_type = "application/x-ndjson"),
+        (status = 400, description = "`invalid_request`: bad or unknown filter, or the export is over 256 MiB (`details.reason = \"export_too_large\"`: narrow it with filters)", body = ErrorEnvelope),
+        (status = 401, description = "No or unknown token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin token", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: unknown sink", body = ErrorEnvelope),
+    )
+)]
+pub async fn export(
+    State(state): State<AppState>,
+    query: Result<Query<DlqExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let reason = q.reason.as_deref().map(parse_reason).transpose()?;
+    let body = blocking(move || {
+        let f = query_filter(
+            &state,
+            q.sink.as_deref(),
+            reason,
+            q.stream,
+            q.failed_before_ms,
+        )?;
+        let mut out = Capped {
+            buf: Vec::new(),
+            over: false,
+        };
+        match dlq::export(&state.journal, &f, &mut out) {
+            Ok(_) => Ok(out.buf),
+            Err(_) if out.over => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the export is over {DLQ_EXPORT_BYTES_MAX} bytes: narrow it with sink, reason, stream or failed_before_ms"
+                ),
+            )
+            .with_details(serde_json::json!({
+                "reason": "export_too_large",
+                "max_bytes": DLQ_EXPORT_BYTES_MAX,
+            }))),
+            Err(e) => Err(dlq_error(e)),
+        }
+    })
+    .await?;
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
 }
 
 /// One dead letter, with its full event.
