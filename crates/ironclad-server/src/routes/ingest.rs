@@ -44,6 +44,7 @@ use uuid::Uuid;
 use crate::auth::{require, Access};
 use crate::error::{ApiError, ErrorCode};
 use crate::openapi::ErrorEnvelope;
+use crate::routes::subscribe::blocking;
 use crate::state::AppState;
 
 /// Events per read page when the request gives no `limit`.
@@ -353,17 +354,6 @@ fn check_limit(limit: Option<usize>, max: usize) -> Result<usize, ApiError> {
         .with_details(serde_json::json!({ "limit": limit, "max": max })));
     }
     Ok(limit)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError::new(
-            ErrorCode::Internal,
-            format!("the read task failed: {e}; retry"),
-        )
-    })?
 }
 
 /// `GET /v1/streams/{stream}/events`.
