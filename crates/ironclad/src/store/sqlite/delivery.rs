@@ -311,18 +311,27 @@ pub(crate) fn apply(
             op.rows()
         )));
     }
+    // A transaction left open by an earlier failure would make every later
+    // write fail at BEGIN: close it first (its writes were never committed).
+    rollback_if_open(c);
     c.execute_batch("BEGIN IMMEDIATE")?;
-    let out = apply_in_tx(c, op, now_us);
-    match out {
-        Ok(v) => {
-            c.execute_batch("COMMIT")?;
-            Ok(v)
-        }
-        Err(e) => {
-            if !c.is_autocommit() {
-                let _ = c.execute_batch("ROLLBACK");
-            }
-            Err(e)
+    let out = apply_in_tx(c, op, now_us).and_then(|v| {
+        // A failed COMMIT (busy, full disk, I/O) can leave the transaction
+        // open; it is rolled back below like any other failure.
+        c.execute_batch("COMMIT")?;
+        Ok(v)
+    });
+    if out.is_err() {
+        rollback_if_open(c);
+    }
+    out
+}
+
+/// Rolls back an open transaction, if any. Nothing in it was committed.
+fn rollback_if_open(c: &Connection) {
+    if !c.is_autocommit() {
+        if let Err(e) = c.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "rolling back a failed delivery write failed");
         }
     }
 }
