@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod delivery;
 pub mod expected;
 pub mod hash;
+pub mod idempotency;
 pub mod ledger;
 pub mod model;
 pub mod validate;

@@ -7,49 +7,14 @@
 pub mod delivery;
 pub mod sqlite;
 
-use serde::Serialize;
-use uuid::Uuid;
-
 use crate::error::StoreError;
-use crate::expected::WrongExpectedVersion;
-use crate::model::{
-    AppendResult, ExpectedVersion, LedgerHead, NewEvent, RecordedEvent, StreamHead,
-};
+use crate::model::{LedgerHead, RecordedEvent, StreamHead};
 use crate::store::delivery::{
     ConsumerRow, DeliveryApplied, DeliveryWrite, DlqFilter, DlqRow, DlqStats, RetryRow, RetryStats,
     SinkRow, StreamBacklog,
 };
 
-/// One validated append, with every event id resolved.
-#[derive(Debug, Clone)]
-pub struct PreparedAppend {
-    /// Target stream (already validated).
-    pub stream: String,
-    /// The precondition, checked inside the write transaction.
-    pub expected: ExpectedVersion,
-    /// `ids[i]` is the id of `events[i]`: given by the client or generated.
-    pub ids: Vec<Uuid>,
-    /// The events (their own `id` field is ignored in favour of `ids`).
-    pub events: Vec<NewEvent>,
-}
-
-/// Why the store refused one append of a batch. The rest of the batch is
-/// unaffected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum AppendRejection {
-    /// The expected-version precondition failed.
-    WrongExpectedVersion(WrongExpectedVersion),
-    /// An id exists with different content, or only some ids exist.
-    IdempotencyConflict {
-        /// The first offending id.
-        id: Uuid,
-        /// What differs.
-        detail: String,
-    },
-}
-
-/// Per-append result of a batch commit.
-pub type AppendOutcome = Result<AppendResult, AppendRejection>;
+pub use ironclad_core::idempotency::{AppendOutcome, AppendRejection, PreparedAppend};
 
 /// Read side of a backend. Implementations are shared across threads; every
 /// method is blocking and independent of the writer (no method waits for a

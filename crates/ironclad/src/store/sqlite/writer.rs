@@ -8,17 +8,18 @@
 //! redoes the batch: a batch of resends commits in two attempts. Each redo
 //! marks at least one more append, so n + 1 attempts is a hard bound.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 use crate::error::StoreError;
 use crate::expected::check_expected;
 use crate::hash::{event_hash, global_hash, EventFields, HASH_VERSION};
-use crate::model::{AppendResult, AppendStatus, EventAck, Hash, Op, ZERO_HASH};
+use crate::model::{AppendResult, AppendStatus, EventAck, Hash, ZERO_HASH};
 use crate::store::{AppendOutcome, AppendRejection, PreparedAppend, StoreWriter};
+use ironclad_core::idempotency::{self, Decision, StoredEvent};
 
-use super::rows::{self, metadata_text, to_i64};
+use super::rows::{self, metadata_from, metadata_text, to_i64};
 
 #[derive(Debug, Clone, Copy)]
 struct StreamState {
@@ -297,6 +298,8 @@ fn create_stream(conn: &Connection, name: &str) -> Result<StreamState, StoreErro
 
 /// The slow path: decides an append whose ids collided. `None` when none of
 /// its ids exist after all (the collision was resolved by a rollback).
+/// What the store holds under an append's ids, decided by the one
+/// idempotency rule ([`idempotency::decide`]): `None` when none is stored.
 fn existing_outcome(
     conn: &Connection,
     cmd: &PreparedAppend,
@@ -305,85 +308,41 @@ fn existing_outcome(
         "SELECT s.name, e.type, e.op, e.entity, e.payload, e.metadata, e.version, e.position
          FROM events e JOIN streams s ON s.stream_id = e.stream_id WHERE e.id = ?1",
     )?;
-    let mut acks = Vec::with_capacity(cmd.ids.len());
-    let mut missing = None;
-    let mut differs = None;
-    for (id, ev) in cmd.ids.iter().zip(&cmd.events) {
-        type Row = (
-            String,
-            String,
-            i64,
-            Option<String>,
-            String,
-            Option<String>,
-            i64,
-            i64,
-        );
-        let row: Option<Row> = stmt
+    let mut stored = Vec::with_capacity(cmd.ids.len());
+    for id in &cmd.ids {
+        let row = stmt
             .query_row([id.as_bytes().as_slice()], |r| {
                 Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
+                    StoredEvent {
+                        stream: r.get(0)?,
+                        event_type: r.get(1)?,
+                        op_code: r.get(2)?,
+                        entity: r.get(3)?,
+                        payload: r.get(4)?,
+                        metadata: BTreeMap::new(),
+                        version: r.get(6)?,
+                        position: r.get(7)?,
+                    },
+                    r.get::<_, Option<String>>(5)?,
                 ))
             })
             .optional()?;
-        let Some((stream, ty, op, entity, payload, metadata, version, position)) = row else {
-            missing.get_or_insert(*id);
-            continue;
+        let row = match row {
+            Some((event, metadata)) => Some(StoredEvent {
+                metadata: metadata_from(metadata)?,
+                ..event
+            }),
+            None => None,
         };
-        let field = if stream != cmd.stream {
-            Some("stream")
-        } else if ty != ev.event_type {
-            Some("type")
-        } else if Op::from_code(u8::try_from(op).unwrap_or(u8::MAX)) != Some(ev.op) {
-            Some("op")
-        } else if entity != ev.entity {
-            Some("entity")
-        } else if payload != ev.payload {
-            Some("payload")
-        } else if metadata != metadata_text(&ev.metadata) {
-            Some("metadata")
-        } else {
-            None
-        };
-        if let Some(field) = field {
-            differs.get_or_insert((*id, field));
-        }
-        acks.push(EventAck {
-            id: *id,
-            version: u64::try_from(version).unwrap_or(0),
-            position: u64::try_from(position).unwrap_or(0),
-        });
+        stored.push(row);
     }
-    if acks.is_empty() {
-        return Ok(None);
-    }
-    if let Some((id, field)) = differs {
-        return Ok(Some(Err(AppendRejection::IdempotencyConflict {
-            id,
-            detail: format!("this id was already appended with a different {field}"),
-        })));
-    }
-    if let Some(id) = missing {
-        return Ok(Some(Err(AppendRejection::IdempotencyConflict {
-            id,
-            detail: format!(
-                "{} of this append's {} ids were already appended, but not this one; an append is all-or-nothing, so resend exactly the original events or use new ids",
-                acks.len(),
-                cmd.ids.len()
-            ),
-        })));
-    }
-    Ok(Some(Ok(AppendResult {
-        status: AppendStatus::AlreadyAppended,
-        events: acks,
-    })))
+    let decision =
+        idempotency::decide(cmd, &stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(match decision {
+        Decision::New => None,
+        Decision::Resend(result) => Some(Ok(result)),
+        Decision::Conflict(rejection) => Some(Err(rejection)),
+    })
 }
 
 impl StoreWriter for SqliteWriter {
