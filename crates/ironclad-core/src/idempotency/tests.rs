@@ -41,6 +41,12 @@ fn stored_as_appended(a: &PreparedAppend) -> Vec<Option<StoredEvent>> {
         .collect()
 }
 
+/// A change to a stored row, named by the field it changes.
+type Change = (&'static str, fn(&mut StoredEvent));
+
+/// A stored integer set to a value that does not decode.
+type BadInteger = (&'static str, i64, fn(&mut StoredEvent, i64));
+
 fn conflict_detail(d: Decision) -> (Uuid, String) {
     match d {
         Decision::Conflict(AppendRejection::IdempotencyConflict { id, detail }) => (id, detail),
@@ -69,7 +75,7 @@ fn an_identical_resend_is_acknowledged_with_the_stored_places() {
 #[test]
 fn each_field_that_differs_is_named() {
     let a = append(1);
-    let cases: [(&str, fn(&mut StoredEvent)); 6] = [
+    let cases: [Change; 6] = [
         ("stream", |r| r.stream.push('x')),
         ("type", |r| r.event_type.push('x')),
         ("op", |r| r.op_code = i64::from(Op::Delete.code())),
@@ -119,7 +125,7 @@ fn a_differing_field_wins_over_a_missing_id() {
 #[test]
 fn stored_integers_that_do_not_decode_are_corrupt_never_zero() {
     let a = append(1);
-    let cases: [(&str, i64, fn(&mut StoredEvent, i64)); 5] = [
+    let cases: [BadInteger; 5] = [
         ("op", 9, |r, v| r.op_code = v),
         ("op", -1, |r, v| r.op_code = v),
         ("version", -5, |r, v| r.version = v),
