@@ -20,6 +20,7 @@
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod durable;
 pub mod emergency;
 pub mod error;
 pub mod expected;
