@@ -189,15 +189,18 @@ pub fn create_dir_durable(dir: &Path) -> Result<bool, DurableWriteError> {
     if dir.parent().is_some_and(|p| !p.as_os_str().is_empty()) {
         create_dir_durable(parent)?;
     }
-    match fs::create_dir(dir) {
-        Ok(()) => record(|| DurableOp::CreateDir(dir.to_path_buf())),
+    let created = match fs::create_dir(dir) {
+        Ok(()) => {
+            record(|| DurableOp::CreateDir(dir.to_path_buf()));
+            true
+        }
         // Another writer created it first; it may not have fsynced the
         // parent yet, so this call still does.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => false,
         Err(e) => return Err(DurableWriteError::new(DurableStep::CreateDir, dir, e)),
-    }
+    };
     sync_dir(parent)?;
-    Ok(true)
+    Ok(created)
 }
 
 /// Renames `from` to `to` and fsyncs the directories of both names (once

@@ -163,3 +163,35 @@ fn recording_is_off_outside_record_ops_and_nests() {
     assert_eq!(inner, [DurableOp::SyncDir(dir.path().to_path_buf())]);
     assert_eq!(outer, [DurableOp::SyncDir(dir.path().to_path_buf())]);
 }
+
+#[test]
+fn create_dir_durable_says_whether_it_created_the_directory() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("x").join("y");
+    assert!(create_dir_durable(&dir).expect("create"));
+    assert!(dir.is_dir());
+    assert!(!create_dir_durable(&dir).expect("exists"));
+}
+
+#[test]
+fn rename_durable_fsyncs_both_directories() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (from_dir, to_dir) = (root.path().join("a"), root.path().join("b"));
+    create_dir_durable(&from_dir).expect("a");
+    create_dir_durable(&to_dir).expect("b");
+    let (from, to) = (from_dir.join("f"), to_dir.join("f"));
+    fs::write(&from, b"x").expect("write");
+    let ((), ops) = record_ops(|| rename_durable(&from, &to).expect("rename"));
+    assert_eq!(
+        ops,
+        [
+            DurableOp::Rename {
+                from: from.clone(),
+                to: to.clone()
+            },
+            DurableOp::SyncDir(to_dir),
+            DurableOp::SyncDir(from_dir),
+        ]
+    );
+    assert!(to.is_file() && !from.exists());
+}
