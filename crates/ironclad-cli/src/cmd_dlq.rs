@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use indicatif::ProgressBar;
 use ironclad::delivery::archive::{archive_dir, list_archives};
@@ -444,6 +444,43 @@ pub(crate) fn print_purged(json: bool, archived: u64, dir: &Path, files: &[PathB
     Ok(ExitCode::Ok)
 }
 
+/// Writes the export to `target` with the library's durable write (a
+/// temporary file, fsynced, renamed over `target`, the directory fsynced),
+/// counting lines on `bar`. Blocking.
+fn write_export_file<F>(target: &Path, bar: ProgressBar, produce: F) -> anyhow::Result<u64>
+where
+    F: FnOnce(&mut dyn Write) -> anyhow::Result<u64>,
+{
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // The helper would create a missing directory; a mistyped `--out`
+    // should fail instead, as it always has.
+    if !dir.is_dir() {
+        return Err(anyhow!(
+            "cannot create a file in {}: no such directory; create it or fix --out",
+            dir.display()
+        ));
+    }
+    let name = target
+        .file_name()
+        .ok_or_else(|| anyhow!("--out {} does not name a file", target.display()))?;
+    ironclad::durable::write_atomic(dir, name, |w| {
+        // Dead letters carry event payloads: owner-only, as the export
+        // has always been written.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            w.get_ref()
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| anyhow!("cannot make the export in {} private: {e}", dir.display()))?;
+        }
+        let mut counting = Counting { inner: w, bar };
+        produce(&mut counting)
+    })
+}
+
 /// Counts lines written through it on a progress bar.
 struct Counting<W> {
     inner: W,
@@ -518,33 +555,11 @@ where
         return Ok(ExitCode::Ok);
     };
     let bar = output::progress(total, "export");
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let target = out.to_path_buf();
-    let tmp = tempfile::Builder::new()
-        .prefix(".ironclad-export-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     let counting_bar = bar.clone();
-    let n = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-        let mut w = Counting {
-            inner: std::io::BufWriter::new(tmp.as_file()),
-            bar: counting_bar,
-        };
-        let n = produce(&mut w)?;
-        w.flush()?;
-        drop(w);
-        tmp.as_file()
-            .sync_all()
-            .with_context(|| format!("cannot fsync the export for {}", target.display()))?;
-        tmp.persist(&target)
-            .map_err(|e| anyhow!("cannot write {}: {}", target.display(), e.error))?;
-        Ok(n)
-    })
-    .await
-    .map_err(anyhow::Error::from)??;
+    let target = out.to_path_buf();
+    let n = tokio::task::spawn_blocking(move || write_export_file(&target, counting_bar, produce))
+        .await
+        .map_err(anyhow::Error::from)??;
     bar.finish_and_clear();
     if json {
         output::json_line(&serde_json::json!({ "exported": n, "out": out }))?;

@@ -3,18 +3,20 @@
 //!
 //! A dump holds appends that were accepted but could not be made durable in
 //! the store. It is JSON lines, one [`DumpRecord`] (one whole append, ids
-//! included) per line, in `<data>/emergency/`. A dump is written to a
-//! temporary name, fsynced, renamed into place and the directory fsynced, so
-//! a crash leaves either a complete dump or only a `.tmp` file that listing
-//! ignores. Replaying re-appends each record with its original ids, which
-//! makes replay idempotent; a replayed dump is moved to `emergency/archive/`.
+//! included) per line, in `<data>/emergency/`. A dump is written with
+//! [`crate::durable::write_atomic`]: to a temporary name, fsynced, renamed
+//! into place and the directory fsynced (and the data directory too when
+//! the first dump creates `emergency/`), so a crash leaves either a complete
+//! dump or only a `.tmp` file that listing ignores. Replaying re-appends
+//! each record with its original ids, which makes replay idempotent; a
+//! replayed dump is moved to `emergency/archive/`.
 //!
 //! Not built yet: the automatic trigger (`submit()` and shutdown dumping
 //! when the store keeps failing, and failing closed when the dump fails).
 //! Today dumps are produced by this module's API and consumed by
 //! `Journal::replay_dump` and `ironclad dump list|replay`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
@@ -23,6 +25,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::durable::{self, DurableWriteError};
 use crate::model::{ExpectedVersion, NewEvent, Op};
 
 /// Directory, under the data directory, that holds dumps.
@@ -174,8 +177,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DumpError + '_ {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), DumpError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+/// The durable-write helpers' failures keep this module's `Io` shape, so
+/// callers match one variant for every file-system failure.
+impl From<DurableWriteError> for DumpError {
+    fn from(e: DurableWriteError) -> Self {
+        DumpError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// Writes `records` as a new dump in `<data_dir>/emergency/` and makes it
@@ -186,29 +196,20 @@ pub fn write_dump(
     now_us: i64,
 ) -> Result<PathBuf, DumpError> {
     let dir = data_dir.join(DUMP_DIR);
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
     let name = format!(
-        "dump-{now_us:020}-{}-{}",
+        "dump-{now_us:020}-{}-{}.jsonl",
         std::process::id(),
         Uuid::now_v7().simple()
     );
-    let tmp = dir.join(format!("{name}.jsonl.tmp"));
-    let path = dir.join(format!("{name}.jsonl"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
+    // Encoded before anything touches the disk: a record that cannot be
+    // encoded fails the dump without leaving a file.
     let mut buf = Vec::new();
     for r in records {
         serde_json::to_writer(&mut buf, r).map_err(|e| DumpError::Encode(e.to_string()))?;
         buf.push(b'\n');
     }
-    file.write_all(&buf).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    sync_dir(&dir)?;
+    let path = dir.join(&name);
+    durable::write_atomic(&dir, &name, |w| w.write_all(&buf).map_err(io(&path)))?;
     Ok(path)
 }
 
@@ -274,12 +275,10 @@ pub fn read_dump(path: &Path) -> Result<Vec<DumpRecord>, DumpError> {
 pub fn archive_dump(path: &Path) -> Result<PathBuf, DumpError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let archive = dir.join(ARCHIVE_DIR);
-    fs::create_dir_all(&archive).map_err(io(&archive))?;
+    durable::create_dir_durable(&archive)?;
     let name = path.file_name().unwrap_or_default();
     let target = archive.join(name);
-    fs::rename(path, &target).map_err(io(&target))?;
-    sync_dir(&archive)?;
-    sync_dir(dir)?;
+    durable::rename_durable(path, &target)?;
     Ok(target)
 }
 

@@ -174,7 +174,7 @@ pub enum ReadError {
     Store(#[from] StoreError),
 }
 
-/// `flush`, `checkpoint` or `shutdown` failed.
+/// `flush`, `wal_checkpoint` or `shutdown` failed.
 #[derive(Debug, Error)]
 pub enum ControlError {
     /// The journal is already shut down.
@@ -192,7 +192,7 @@ pub enum ControlError {
     /// Shutdown committed everything, but the final WAL checkpoint failed;
     /// the data is durable in the WAL and is checkpointed at the next open.
     #[error("the final WAL checkpoint failed (the data is durable in the WAL and will be checkpointed at the next open): {0}")]
-    FinalCheckpoint(Arc<StoreError>),
+    FinalWalCheckpoint(Arc<StoreError>),
     /// The deadline passed before the queue drained.
     #[error("shutdown deadline passed with work still queued: the writer keeps draining in the background, but acknowledgements after the deadline are not awaited")]
     DeadlineExceeded,

@@ -21,6 +21,7 @@
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod durable;
 pub mod emergency;
 pub mod error;
 pub mod journal;

@@ -25,7 +25,12 @@ impl DataDirLock {
             path: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io_err)?;
+        // Durably: the database created in it next is only as durable as
+        // the directory's own entry in its parent.
+        crate::durable::create_dir_durable(dir).map_err(|e| OpenError::DataDir {
+            path: e.path,
+            source: e.source,
+        })?;
         let path = dir.join("LOCK");
         let mut file = OpenOptions::new()
             .read(true)

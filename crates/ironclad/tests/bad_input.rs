@@ -522,7 +522,7 @@ async fn after_shutdown_everything_refuses_and_queued_work_was_drained() {
     );
     assert!(matches!(journal.flush().await, Err(ControlError::ShutDown)));
     assert!(matches!(
-        journal.checkpoint().await,
+        journal.wal_checkpoint().await,
         Err(ControlError::ShutDown)
     ));
     // Shutdown itself is idempotent: a repeat waits for the stopped writer.

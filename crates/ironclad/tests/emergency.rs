@@ -3,11 +3,17 @@
 //! `AlreadyAppended` and nothing is written twice; a replayed dump is
 //! archived, never deleted; a record that cannot be appended stops the
 //! replay with its record number and leaves the dump in place; replaying
-//! again is safe. The ledger verifies after every replay.
+//! again is safe. The ledger verifies after every replay. The first dump
+//! into a data directory also fsyncs the data directory, which holds the
+//! new `emergency/` entry (checked through `ironclad::durable::record_ops`,
+//! since only power loss would show its absence).
 
 mod common;
 
-use ironclad::emergency::{list_dumps, write_dump, DumpRecord};
+use std::path::Path;
+
+use ironclad::durable::{record_ops, DurableOp};
+use ironclad::emergency::{archive_dump, list_dumps, write_dump, DumpRecord, DUMP_DIR};
 use ironclad::{ExpectedVersion, NewEvent, ReplayError, VerifyOptions};
 use uuid::Uuid;
 
@@ -101,4 +107,76 @@ async fn a_record_that_cannot_be_appended_stops_the_replay_and_keeps_the_dump() 
         "record 1 went in once"
     );
     common::shutdown(&journal).await;
+}
+
+/// Where `op` first occurs in `ops`, or a panic listing them.
+fn position(ops: &[DurableOp], op: &DurableOp) -> usize {
+    ops.iter()
+        .position(|o| o == op)
+        .unwrap_or_else(|| panic!("{op:?} not in {ops:#?}"))
+}
+
+/// The temporary file renamed to `target`, and where the rename is.
+fn renamed_to(ops: &[DurableOp], target: &Path) -> (std::path::PathBuf, usize) {
+    ops.iter()
+        .enumerate()
+        .find_map(|(i, o)| match o {
+            DurableOp::Rename { from, to } if to == target => Some((from.clone(), i)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no rename to {} in {ops:#?}", target.display()))
+}
+
+#[test]
+fn the_first_dump_fsyncs_the_data_directory_that_holds_emergency() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    std::fs::create_dir(&dir).unwrap();
+    let emergency = dir.join(DUMP_DIR);
+    let (r, _) = record("a", ExpectedVersion::Any, 1);
+    let (path, ops) = record_ops(|| write_dump(&dir, std::slice::from_ref(&r), 1).unwrap());
+
+    // `emergency/` is a new name in the data directory: without this
+    // fsync a power cut can lose the directory and the dump with it.
+    let created = position(&ops, &DurableOp::CreateDir(emergency.clone()));
+    let data_synced = position(&ops, &DurableOp::SyncDir(dir.clone()));
+    assert!(
+        created < data_synced,
+        "data dir fsynced after mkdir: {ops:#?}"
+    );
+    // The dump's bytes are fsynced under the temporary name, renamed into
+    // place, and the rename made durable by fsyncing `emergency/`.
+    let (tmp_file, rename) = renamed_to(&ops, &path);
+    assert_eq!(tmp_file.parent(), Some(emergency.as_path()));
+    assert!(position(&ops, &DurableOp::SyncFile(tmp_file)) < rename);
+    assert!(rename_then_sync(&ops, &path, &emergency), "{ops:#?}");
+    assert_eq!(list_dumps(&dir).unwrap().len(), 1);
+
+    // Later dumps reuse the directory: no mkdir, no data-dir fsync.
+    let (second, ops) = record_ops(|| write_dump(&dir, &[r], 2).unwrap());
+    assert!(!ops.contains(&DurableOp::SyncDir(dir.clone())), "{ops:#?}");
+    assert!(rename_then_sync(&ops, &second, &emergency));
+}
+
+/// Whether `ops` renames into `target` and fsyncs `dir` after that.
+fn rename_then_sync(ops: &[DurableOp], target: &Path, dir: &Path) -> bool {
+    let (_, rename) = renamed_to(ops, target);
+    ops[rename..].contains(&DurableOp::SyncDir(dir.to_path_buf()))
+}
+
+#[test]
+fn archiving_a_dump_fsyncs_both_directories_and_the_new_archive_directory() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let (r, _) = record("a", ExpectedVersion::Any, 1);
+    let path = write_dump(&dir, &[r], 1).unwrap();
+    let emergency = dir.join(DUMP_DIR);
+    let (archived, ops) = record_ops(|| archive_dump(&path).unwrap());
+    let archive = emergency.join(ironclad::emergency::ARCHIVE_DIR);
+    let created = position(&ops, &DurableOp::CreateDir(archive.clone()));
+    assert!(rename_then_sync(&ops, &archived, &archive));
+    // `emergency/` holds both the new `archive/` entry and the dump's old
+    // name: fsynced after both changed.
+    assert!(rename_then_sync(&ops, &archived, &emergency));
+    assert!(created < position(&ops, &DurableOp::SyncDir(emergency)));
 }

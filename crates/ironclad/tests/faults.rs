@@ -4,7 +4,7 @@
 //! append in it with an error and writes nothing; `flush` reports that its
 //! barrier is not durable; retrying with the same ids then succeeds exactly
 //! once; the ledger verifies throughout. Also: a batch full of resends
-//! converges, `checkpoint` reports readers that block WAL truncation, and
+//! converges, `wal_checkpoint` reports readers that block WAL truncation, and
 //! `created_at` never runs backwards along positions, even across restarts.
 
 mod common;
@@ -164,7 +164,7 @@ async fn a_batch_of_resends_converges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkpoint_reports_readers_that_pin_the_wal() {
+async fn wal_checkpoint_reports_readers_that_pin_the_wal() {
     let tmp = common::tempdir();
     let dir = common::data_dir(&tmp);
     let journal = common::open(common::fast_config(&dir));
@@ -182,13 +182,13 @@ async fn checkpoint_reports_readers_that_pin_the_wal() {
         .append("s", ExpectedVersion::Any, vec![ev(2)])
         .await
         .unwrap();
-    match journal.checkpoint().await {
+    match journal.wal_checkpoint().await {
         Err(ControlError::Store(StoreError::Busy(msg))) => assert!(msg.contains("readers")),
         other => panic!("expected Busy, got {other:?}"),
     }
     reader.execute_batch("COMMIT").unwrap();
     journal
-        .checkpoint()
+        .wal_checkpoint()
         .await
         .expect("truncates once the reader is gone");
     common::shutdown(&journal).await;

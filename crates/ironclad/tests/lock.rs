@@ -4,7 +4,7 @@
 //! this process and from another process (re-exec'd child); the lock is
 //! released by `shutdown`, by dropping every handle once the writer drains,
 //! and by the kernel when the holder is SIGKILLed. `flush` is a barrier for
-//! everything queued before it, `checkpoint` truncates the WAL, and
+//! everything queued before it, `wal_checkpoint` truncates the WAL, and
 //! `LogReader::open_sqlite` reads (and verifies) while the journal is open.
 
 mod common;
@@ -99,7 +99,7 @@ async fn dropping_every_handle_commits_the_queue_and_releases_the_lock() {
 }
 
 #[tokio::test]
-async fn flush_is_a_barrier_and_checkpoint_truncates_the_wal() {
+async fn flush_is_a_barrier_and_wal_checkpoint_truncates_the_wal() {
     let tmp = common::tempdir();
     let dir = common::data_dir(&tmp);
     let journal = common::open(common::config(&dir));
@@ -123,9 +123,9 @@ async fn flush_is_a_barrier_and_checkpoint_truncates_the_wal() {
     }
 
     assert!(wal_len(&dir) > 0, "appends went to the WAL");
-    journal.checkpoint().await.expect("checkpoint");
-    assert_eq!(wal_len(&dir), 0, "checkpoint truncates the WAL");
-    // Still fully readable, and appends continue after a checkpoint.
+    journal.wal_checkpoint().await.expect("wal checkpoint");
+    assert_eq!(wal_len(&dir), 0, "wal_checkpoint truncates the WAL");
+    // Still fully readable, and appends continue after a WAL checkpoint.
     assert_eq!(common::verify_ok(&journal).checked, 50);
     journal
         .append("f", ExpectedVersion::Exact(50), vec![ev(50)])
@@ -133,7 +133,7 @@ async fn flush_is_a_barrier_and_checkpoint_truncates_the_wal() {
         .unwrap();
     assert!(wal_len(&dir) > 0);
     journal.flush().await.unwrap();
-    journal.checkpoint().await.unwrap();
+    journal.wal_checkpoint().await.unwrap();
     assert_eq!(wal_len(&dir), 0);
     common::shutdown(&journal).await;
 }

@@ -6,9 +6,10 @@
 //! line, in `<data>/dlq-archive/`, named
 //! `dlq-<unix ms, 20 digits>-<UUIDv7>.jsonl.gz`, so names sort by time and
 //! two archives never share a name, even within one millisecond. Each file
-//! is written once: to a `.tmp` name, fsynced, renamed into place, and the
-//! directory fsynced (and the data directory too when the archive directory
-//! was just created). A crash leaves a complete archive or a `.tmp` file
+//! is written once, with [`crate::durable::write_atomic`]: to a `.tmp` name,
+//! fsynced, renamed into place, and the directory fsynced (and the data
+//! directory too when the archive directory was just created). A crash
+//! leaves a complete archive or a `.tmp` file
 //! that [`list_archives`] ignores; nothing ever rewrites or appends to an
 //! archive.
 //!
@@ -20,8 +21,8 @@
 //! [`ARCHIVE_LINE_BYTES_MAX`]) and a damaged file is a typed error
 //! ([`ArchiveError::Corrupt`], [`ArchiveError::BadLine`]), never a panic.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -30,6 +31,8 @@ use flate2::Compression;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
+
+use crate::durable::{self, DurableWriteError};
 
 #[cfg(test)]
 mod tests;
@@ -44,7 +47,6 @@ pub const ARCHIVE_LINE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 const PREFIX: &str = "dlq-";
 const SUFFIX: &str = ".jsonl.gz";
-const TMP_SUFFIX: &str = ".tmp";
 
 /// One dead letter as archived: the DLQ entry, why it left, and the event
 /// itself when it was still available.
@@ -139,12 +141,15 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
     }
 }
 
-// Same as the private helper in `crate::emergency`, which returns that
-// module's error type.
-fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+/// The durable-write helpers' failures keep this module's `Io` shape, so
+/// callers match one variant for every file-system failure.
+impl From<DurableWriteError> for ArchiveError {
+    fn from(e: DurableWriteError) -> Self {
+        ArchiveError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// `<data_dir>/dlq-archive`.
@@ -164,12 +169,6 @@ pub fn write_archive(
         return Ok(None);
     }
     let dir = archive_dir(data_dir);
-    if !dir.is_dir() {
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        // The new directory's entry lives in its parent: without this, a
-        // power cut could lose the directory and every archive in it.
-        sync_dir(data_dir)?;
-    }
     // UUIDv7s from one process increase, so archives written in the same
     // millisecond still sort in write order and never collide.
     let name = format!(
@@ -177,25 +176,17 @@ pub fn write_archive(
         Uuid::now_v7().simple()
     );
     let path = dir.join(&name);
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let result = write_tmp(&tmp, entries);
-    if result.is_err() {
-        // Best effort: a leftover .tmp is harmless (never listed) but wastes space.
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(&dir)?;
+    durable::write_atomic(&dir, &name, |w| write_entries(w, &path, entries))?;
     Ok(Some(path))
 }
 
-fn write_tmp(tmp: &Path, entries: &[ArchivedDlqEntry]) -> Result<(), ArchiveError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-        .map_err(io_err(tmp))?;
-    let mut gz = GzEncoder::new(BufWriter::new(file), Compression::default());
+/// Writes `entries` gzipped to `out`; `path` names the archive in errors.
+fn write_entries(
+    out: &mut impl Write,
+    path: &Path,
+    entries: &[ArchivedDlqEntry],
+) -> Result<(), ArchiveError> {
+    let mut gz = GzEncoder::new(out, Compression::default());
     let mut line = Vec::new();
     for entry in entries {
         line.clear();
@@ -203,7 +194,7 @@ fn write_tmp(tmp: &Path, entries: &[ArchivedDlqEntry]) -> Result<(), ArchiveErro
         // Never write a line that reading would refuse.
         if line.len() > ARCHIVE_LINE_BYTES_MAX {
             return Err(ArchiveError::TooLarge {
-                path: tmp.to_path_buf(),
+                path: path.to_path_buf(),
                 what: format!(
                     "the entry for event {} is over {ARCHIVE_LINE_BYTES_MAX} bytes",
                     entry.event_id
@@ -211,13 +202,9 @@ fn write_tmp(tmp: &Path, entries: &[ArchivedDlqEntry]) -> Result<(), ArchiveErro
             });
         }
         line.push(b'\n');
-        gz.write_all(&line).map_err(io_err(tmp))?;
+        gz.write_all(&line).map_err(io_err(path))?;
     }
-    let file = gz
-        .finish()
-        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-        .map_err(io_err(tmp))?;
-    file.sync_all().map_err(io_err(tmp))
+    gz.finish().map(drop).map_err(io_err(path))
 }
 
 /// The archives in `<data_dir>/dlq-archive/`, oldest first (by name).

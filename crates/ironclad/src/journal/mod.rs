@@ -333,12 +333,14 @@ impl<S: Store> Journal<S> {
         .await
     }
 
-    /// Commits what is queued, then truncates the SQLite WAL.
-    pub async fn checkpoint(&self) -> Result<(), ControlError> {
-        self.control(Control::Checkpoint).await
+    /// Commits what is queued, then truncates the SQLite WAL (a WAL
+    /// checkpoint; not to be confused with a consumer's checkpoint, its
+    /// position in the log).
+    pub async fn wal_checkpoint(&self) -> Result<(), ControlError> {
+        self.control(Control::WalCheckpoint).await
     }
 
-    /// Stops intake, drains the queue, checkpoints, stops the writer and
+    /// Stops intake, drains the queue, runs a WAL checkpoint, stops the writer and
     /// releases the data-directory lock. Appends after this fail with
     /// `ShuttingDown`. If `deadline` passes first, returns
     /// [`ControlError::DeadlineExceeded`]; the writer keeps draining in the
@@ -372,7 +374,7 @@ impl<S: Store> Journal<S> {
         match outcome {
             Some(Exit::Clean) => Ok(()),
             Some(Exit::NotDurable(e)) => Err(ControlError::NotDurable(e)),
-            Some(Exit::CheckpointFailed(e)) => Err(ControlError::FinalCheckpoint(e)),
+            Some(Exit::WalCheckpointFailed(e)) => Err(ControlError::FinalWalCheckpoint(e)),
             None => Err(ControlError::WriterGone),
         }
     }

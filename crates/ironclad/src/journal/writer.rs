@@ -4,7 +4,7 @@
 //! takes whatever else is waiting (up to the event and byte bounds, lingering
 //! up to `commit_delay_us_max` if configured), commits it as one transaction,
 //! and answers every append with its own outcome. Control commands (flush,
-//! checkpoint, shutdown) end a batch and are answered after it commits, which
+//! WAL checkpoint, shutdown) end a batch and are answered after it commits, which
 //! is what makes `flush` a barrier.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -75,7 +75,7 @@ pub(crate) enum Control {
         seen: u64,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
-    Checkpoint(oneshot::Sender<Result<(), ControlError>>),
+    WalCheckpoint(oneshot::Sender<Result<(), ControlError>>),
     /// A change to delivery state, applied in its own transaction after the
     /// appends queued before it commit (so a settle never precedes the
     /// events it covers).
@@ -139,13 +139,14 @@ impl FailureLog {
 /// How the writer stopped, published to every `shutdown` caller.
 #[derive(Debug, Clone)]
 pub(crate) enum Exit {
-    /// Drained and checkpointed (or the checkpoint was skipped as Busy).
+    /// Drained and WAL-checkpointed (or the WAL checkpoint was skipped as
+    /// Busy).
     Clean,
     /// A commit failed that no flush had reported: not everything accepted
     /// is durable.
     NotDurable(Arc<StoreError>),
     /// Everything is committed, but the final WAL checkpoint failed.
-    CheckpointFailed(Arc<StoreError>),
+    WalCheckpointFailed(Arc<StoreError>),
 }
 
 /// Runs until shutdown or until every sender is dropped.
@@ -180,12 +181,12 @@ pub(crate) fn run<W: StoreWriter>(
             Some(Control::Flush { seen, reply }) => {
                 let _ = reply.send(failures.answer_flush(seen));
             }
-            Some(Control::Checkpoint(reply)) => {
+            Some(Control::WalCheckpoint(reply)) => {
                 // Reports (without clearing) a failure of its own batch:
-                // what it was asked to checkpoint is not all there.
+                // what it was asked to WAL-checkpoint is not all there.
                 let result = match batch {
                     Err(e) => Err(ControlError::NotDurable(e)),
-                    Ok(()) => writer.checkpoint().map_err(ControlError::from),
+                    Ok(()) => writer.wal_checkpoint().map_err(ControlError::from),
                 };
                 let _ = reply.send(result);
             }
@@ -204,7 +205,7 @@ pub(crate) fn run<W: StoreWriter>(
                         match cmd {
                             Command::Append(a) => rest.push(a),
                             Command::Control(
-                                Control::Flush { reply: r, .. } | Control::Checkpoint(r),
+                                Control::Flush { reply: r, .. } | Control::WalCheckpoint(r),
                             ) => {
                                 let _ = r.send(Err(ControlError::ShutDown));
                             }
@@ -228,13 +229,13 @@ pub(crate) fn run<W: StoreWriter>(
                 }
                 // Best effort: the data is durable in the WAL either way,
                 // and a reader in another process must not fail shutdown.
-                return match writer.checkpoint() {
+                return match writer.wal_checkpoint() {
                     Ok(()) => Exit::Clean,
                     Err(StoreError::Busy(why)) => {
                         tracing::warn!(%why, "final WAL checkpoint skipped");
                         Exit::Clean
                     }
-                    Err(e) => Exit::CheckpointFailed(Arc::new(e)),
+                    Err(e) => Exit::WalCheckpointFailed(Arc::new(e)),
                 };
             }
         }

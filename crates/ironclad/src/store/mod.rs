@@ -103,7 +103,7 @@ pub trait StoreWriter: Send + 'static {
     ) -> Result<Vec<AppendOutcome>, StoreError>;
 
     /// Truncates the write-ahead log (SQLite: `wal_checkpoint(TRUNCATE)`).
-    fn checkpoint(&mut self) -> Result<(), StoreError>;
+    fn wal_checkpoint(&mut self) -> Result<(), StoreError>;
 
     /// Applies one change to delivery state in its own durable transaction.
     fn apply_delivery(

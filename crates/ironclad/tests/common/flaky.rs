@@ -54,8 +54,8 @@ impl StoreWriter for FlakyWriter {
         self.inner.commit(batch, created_at_us)
     }
 
-    fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.inner.checkpoint()
+    fn wal_checkpoint(&mut self) -> Result<(), StoreError> {
+        self.inner.wal_checkpoint()
     }
 
     /// Delivery writes fail while `fail` is set (not counted by `fail_next`,

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::{event_object_size_hint, write_event_object};
 use crate::delivery::classify::Outcome;
 use crate::delivery::sink::{Sink, SinkFuture, SinkResponse};
+use crate::durable;
 use crate::model::RecordedEvent;
 
 /// The JSONL file sink.
@@ -46,30 +47,16 @@ struct OpenFile {
 }
 
 impl JsonlSink {
-    /// Opens `path` for appending, creating it if needed. A newly created
-    /// file's directory entry is made durable by fsyncing the parent
-    /// directory, so acknowledged lines cannot vanish with the whole file
-    /// after a crash. Blocking: call it at start-up, not on a runtime
-    /// thread that must stay responsive.
+    /// Opens `path` for appending, creating it if needed (not its
+    /// directory). A newly created file and its directory entry are made
+    /// durable ([`durable::open_or_create`]), so acknowledged lines cannot
+    /// vanish with the whole file after a crash. Blocking: call it at
+    /// start-up, not on a runtime thread that must stay responsive.
     pub fn open(name: impl Into<String>, path: impl AsRef<Path>) -> io::Result<JsonlSink> {
         let path = path.as_ref().to_path_buf();
-        let created = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(&path);
-        let (mut file, was_created) = match created {
-            Ok(file) => (file, true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-                OpenOptions::new().read(true).append(true).open(&path)?,
-                false,
-            ),
-            Err(e) => return Err(e),
-        };
-        if was_created {
-            file.sync_all()?;
-            sync_parent_dir(&path)?;
-        }
+        let mut options = OpenOptions::new();
+        options.read(true).append(true);
+        let (mut file, _created) = durable::open_or_create(&path, &options)?;
         let needs_newline = !ends_with_newline(&mut file)?;
         Ok(JsonlSink {
             name: name.into(),
@@ -166,25 +153,6 @@ fn ends_with_newline(file: &mut File) -> io::Result<bool> {
     let mut last = [0u8; 1];
     file.read_exact(&mut last)?;
     Ok(last[0] == b'\n')
-}
-
-/// Fsyncs the directory holding `path`, making a new file's name durable.
-fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    #[cfg(unix)]
-    {
-        File::open(parent)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        // Directories cannot be opened as files elsewhere; NTFS journals
-        // the metadata itself.
-        let _ = parent;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ pub(crate) fn open_connection(
         // recursive_triggers: makes INSERT OR REPLACE fire the append-only
         // DELETE trigger on this connection instead of silently replacing.
         conn.execute_batch(
-            // Checkpoint every 1000 pages (4 MiB) of WAL: larger intervals
+            // WAL-checkpoint every 1000 pages (4 MiB) of WAL: larger intervals
             // and 8 KiB pages were measured and did not pay (BENCHMARKS.md).
             "PRAGMA wal_autocheckpoint=1000;
              PRAGMA journal_size_limit=67108864;

@@ -39,7 +39,7 @@ pub struct SqliteWriter {
     /// Committed `created_at` of the last event: time never runs backwards
     /// along positions, across restarts and clock steps alike.
     last_created_us: i64,
-    /// The connection's normal busy timeout, restored after a checkpoint.
+    /// The connection's normal busy timeout, restored after a WAL checkpoint.
     busy_timeout: std::time::Duration,
     scratch: Vec<u8>,
 }
@@ -375,10 +375,10 @@ impl StoreWriter for SqliteWriter {
         Err(StoreError::Corrupt("group commit did not converge".into()))
     }
 
-    fn checkpoint(&mut self) -> Result<(), StoreError> {
+    fn wal_checkpoint(&mut self) -> Result<(), StoreError> {
         // No busy wait: TRUNCATE waits for readers, and this runs on the
         // writer thread, so waiting would stall every append behind it.
-        // A blocked checkpoint reports Busy at once instead.
+        // A blocked WAL checkpoint reports Busy at once instead.
         self.conn.busy_timeout(std::time::Duration::ZERO)?;
         let outcome = self
             .conn
