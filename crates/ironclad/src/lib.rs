@@ -1,7 +1,7 @@
 //! Ironclad: a durable event log with group commit, idempotent appends,
 //! expected-version checks and a tamper-evident ledger.
 //!
-//! Start at [`Journal::open`]. The contract is `SPEC.md`; how the pieces fit
+//! Start at [`Journal::open`]. The contract is `docs/spec.md`; how the pieces fit
 //! is in `ARCHITECTURE.md`; the on-disk format is in `docs/design.md`.
 //!
 //! ```no_run
