@@ -2,7 +2,8 @@
 //! expected-version checks and a tamper-evident ledger.
 //!
 //! Start at [`Journal::open`]. Everything that decides lives in the pure
-//! `ironclad-core` crate, re-exported here. The contract is `SPEC.md`; how the pieces fit
+//! `ironclad-core` crate, re-exported here. The contract is `docs/spec.md`;
+//! how the pieces fit
 //! is in `ARCHITECTURE.md`; the on-disk format is in `docs/design.md`.
 //!
 //! ```no_run
