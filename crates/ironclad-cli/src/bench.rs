@@ -98,7 +98,9 @@ fn payload(bytes: usize) -> String {
     format!(r#"{{"pad":"{}"}}"#, "x".repeat(pad))
 }
 
-async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
+/// Checks the flags' bounds, so a typo cannot start a run that never ends
+/// or allocates without limit.
+fn check_append_args(args: &BenchAppendArgs) -> anyhow::Result<()> {
     anyhow_ensure(
         args.producers >= 1 && args.producers <= 10_000,
         "--producers must be 1..=10000",
@@ -115,7 +117,94 @@ async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
     anyhow_ensure(
         args.events >= 1 && args.events <= 100_000_000,
         "--events must be 1..=100000000",
-    )?;
+    )
+}
+
+/// One producer's share of the run: what it appends, and how.
+struct Producer {
+    journal: Journal,
+    done: Arc<AtomicU64>,
+    payload: String,
+    stream: String,
+    batch: usize,
+    appends: u64,
+}
+
+impl Producer {
+    fn events(&self) -> Vec<NewEvent> {
+        (0..self.batch)
+            .map(|_| NewEvent::new("bench", self.payload.clone()))
+            .collect()
+    }
+
+    /// Closed loop: keeps up to `pipeline` appends in flight, and records
+    /// each one's enqueue-to-ack latency.
+    async fn closed_loop(self, pipeline: usize) -> Result<Vec<u32>, ironclad::AppendError> {
+        let mut latencies_us = Vec::with_capacity(self.appends as usize);
+        let mut in_flight = std::collections::VecDeque::with_capacity(pipeline);
+        for k in 0..self.appends {
+            let t0 = Instant::now();
+            let ticket = self
+                .journal
+                .enqueue(&self.stream, ExpectedVersion::Any, self.events())
+                .await?;
+            in_flight.push_back((t0, ticket));
+            let last = k + 1 == self.appends;
+            while in_flight.len() >= pipeline || (last && !in_flight.is_empty()) {
+                let Some((t0, ticket)) = in_flight.pop_front() else {
+                    break;
+                };
+                ticket.await?;
+                latencies_us.push(micros(t0.elapsed()));
+                self.done.fetch_add(self.batch as u64, Ordering::Relaxed);
+            }
+        }
+        Ok(latencies_us)
+    }
+
+    /// Open loop: appends on a fixed schedule whatever the acks do, and
+    /// records each one's latency from its scheduled time (no coordinated
+    /// omission).
+    async fn open_loop(self, interval: Duration) -> Result<Vec<u32>, ironclad::AppendError> {
+        let mut latencies_us = Vec::with_capacity(self.appends as usize);
+        // Waiters report through a channel and are not kept as handles, so
+        // the harness's own memory stays flat.
+        let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel();
+        let start = tokio::time::Instant::now();
+        for k in 0..self.appends {
+            let scheduled = start + interval.mul_f64(k as f64);
+            tokio::time::sleep_until(scheduled).await;
+            let ticket = self
+                .journal
+                .enqueue(&self.stream, ExpectedVersion::Any, self.events())
+                .await?;
+            let (done, lat_tx, batch) = (Arc::clone(&self.done), lat_tx.clone(), self.batch);
+            tokio::spawn(async move {
+                let r = ticket.await.map(|_| micros(scheduled.elapsed()));
+                done.fetch_add(batch as u64, Ordering::Relaxed);
+                let _ = lat_tx.send(r);
+            });
+        }
+        drop(lat_tx);
+        while let Some(r) = lat_rx.recv().await {
+            latencies_us.push(r?);
+        }
+        Ok(latencies_us)
+    }
+}
+
+/// The `q` quantile of sorted microsecond latencies, in milliseconds; 0
+/// for none.
+fn quantile_ms(sorted_us: &[u32], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
+    f64::from(sorted_us[i.min(sorted_us.len() - 1)]) / 1000.0
+}
+
+async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
+    check_append_args(args)?;
     let scratch = tempfile::Builder::new()
         .prefix(".ironclad-bench-")
         .tempdir_in(&args.dir)?;
@@ -140,69 +229,23 @@ async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.producers);
     for p in 0..args.producers {
-        let journal = journal.clone();
-        let done = Arc::clone(&done);
-        let payload = payload.clone();
-        let stream = format!("bench-{}", p % args.streams);
-        let batch = args.batch;
-        let pipeline = args.pipeline;
+        let producer = Producer {
+            journal: journal.clone(),
+            done: Arc::clone(&done),
+            payload: payload.clone(),
+            stream: format!("bench-{}", p % args.streams),
+            batch: args.batch,
+            appends: appends_per_producer,
+        };
         // Per-producer share of the offered rate, as an interval between appends.
-        let interval = (args.rate > 0).then(|| {
-            Duration::from_secs_f64(args.producers as f64 * batch as f64 / args.rate as f64)
+        tasks.push(if args.rate > 0 {
+            let interval = Duration::from_secs_f64(
+                args.producers as f64 * args.batch as f64 / args.rate as f64,
+            );
+            tokio::spawn(producer.open_loop(interval))
+        } else {
+            tokio::spawn(producer.closed_loop(args.pipeline))
         });
-        tasks.push(tokio::spawn(async move {
-            let make = || {
-                (0..batch)
-                    .map(|_| NewEvent::new("bench", payload.clone()))
-                    .collect::<Vec<_>>()
-            };
-            let mut latencies_us: Vec<u32> = Vec::with_capacity(appends_per_producer as usize);
-            match interval {
-                None => {
-                    let mut in_flight = std::collections::VecDeque::with_capacity(pipeline);
-                    for k in 0..appends_per_producer {
-                        let t0 = Instant::now();
-                        let ticket = journal
-                            .enqueue(&stream, ExpectedVersion::Any, make())
-                            .await?;
-                        in_flight.push_back((t0, ticket));
-                        let last = k + 1 == appends_per_producer;
-                        while in_flight.len() >= pipeline || (last && !in_flight.is_empty()) {
-                            let Some((t0, ticket)) = in_flight.pop_front() else {
-                                break;
-                            };
-                            ticket.await?;
-                            latencies_us.push(micros(t0.elapsed()));
-                            done.fetch_add(batch as u64, Ordering::Relaxed);
-                        }
-                    }
-                }
-                Some(interval) => {
-                    // Waiters report through a channel and are not kept as
-                    // handles, so the harness's own memory stays flat.
-                    let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel();
-                    let start = tokio::time::Instant::now();
-                    for k in 0..appends_per_producer {
-                        let scheduled = start + interval.mul_f64(k as f64);
-                        tokio::time::sleep_until(scheduled).await;
-                        let ticket = journal
-                            .enqueue(&stream, ExpectedVersion::Any, make())
-                            .await?;
-                        let (done, lat_tx) = (Arc::clone(&done), lat_tx.clone());
-                        tokio::spawn(async move {
-                            let r = ticket.await.map(|_| micros(scheduled.elapsed()));
-                            done.fetch_add(batch as u64, Ordering::Relaxed);
-                            let _ = lat_tx.send(r);
-                        });
-                    }
-                    drop(lat_tx);
-                    while let Some(r) = lat_rx.recv().await {
-                        latencies_us.push(r?);
-                    }
-                }
-            }
-            Ok::<_, ironclad::AppendError>(latencies_us)
-        }));
     }
     let mut latencies = Vec::with_capacity(total as usize / args.batch);
     for t in tasks {
@@ -214,13 +257,6 @@ async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
     journal.shutdown(Duration::from_secs(60)).await?;
     let peak_rss_mib = peak_rss_mib();
     latencies.sort_unstable();
-    let pct = |q: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
-        latencies[i.min(latencies.len() - 1)] as f64 / 1000.0
-    };
     let events_per_s = total as f64 / elapsed.as_secs_f64().max(1e-9);
     let baseline_events_per_s = if args.baseline {
         let dir = scratch.path().to_path_buf();
@@ -243,9 +279,9 @@ async fn append(cli: &Cli, args: &BenchAppendArgs) -> CmdResult {
         offered_rate: args.rate,
         elapsed_s: elapsed.as_secs_f64(),
         events_per_s,
-        ack_p50_ms: pct(0.50),
-        ack_p99_ms: pct(0.99),
-        ack_max_ms: pct(1.0),
+        ack_p50_ms: quantile_ms(&latencies, 0.50),
+        ack_p99_ms: quantile_ms(&latencies, 0.99),
+        ack_max_ms: quantile_ms(&latencies, 1.0),
         peak_rss_mib,
         queue_events_max,
         queue_bytes_max,

@@ -280,7 +280,12 @@ async fn force_open_holds_back_the_very_next_batch() {
         // returned. Counting requests instead would also count a batch sent
         // before the override whose arrival a loaded machine delayed.
         let id = ack.events[0].id;
-        if env.receiver.requests().iter().any(|r| r.event_keys.contains(&id)) {
+        if env
+            .receiver
+            .requests()
+            .iter()
+            .any(|r| r.event_keys.contains(&id))
+        {
             leaks.push(i);
         }
     }

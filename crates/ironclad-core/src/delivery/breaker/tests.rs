@@ -47,6 +47,8 @@ fn trip(b: &CircuitBreaker, now: u64) -> Transition {
     fail(b, now).expect("fourth failure trips")
 }
 
+// Long because it is a table: one case per field `check` guards, each
+// asserting the field is named, kept together so a new field is seen.
 #[test]
 fn config_check_names_each_bad_field() {
     let field = |c: BreakerConfig| match c.check() {

@@ -294,6 +294,8 @@ fn verify_any(header: &str) -> Result<Verified, VerifyError> {
     verify(header, &keys(1), b"", 1, 0)
 }
 
+// Long because it is a table: one malformed header per parse rule, each
+// with the typed error it must give, kept together to show the coverage.
 #[test]
 fn malformed_headers_give_typed_errors() {
     use VerifyError as E;

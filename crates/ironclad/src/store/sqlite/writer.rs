@@ -155,66 +155,21 @@ impl SqliteWriter {
                 Some(s) => s,
                 None => create_stream(conn, &cmd.stream)?,
             };
-            let mut acks = Vec::with_capacity(cmd.events.len());
-            for (id, ev) in cmd.ids.iter().zip(&cmd.events) {
-                let version = state.version + 1;
-                let position = global.0 + 1;
-                let fields = EventFields {
-                    id,
-                    stream: &cmd.stream,
-                    version,
-                    position,
-                    created_at_us,
-                    event_type: &ev.event_type,
-                    op: ev.op,
-                    entity: ev.entity.as_deref(),
-                    payload: &ev.payload,
-                    metadata: &ev.metadata,
-                };
-                let h = event_hash(HASH_VERSION, &state.hash, &fields, &mut self.scratch)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let g = global_hash(HASH_VERSION, &global.1, position, &h)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let res = insert.execute(rusqlite::params![
-                    to_i64(position),
-                    id.as_bytes().as_slice(),
-                    state.stream_id,
-                    to_i64(version),
-                    ev.event_type,
-                    ev.op.code(),
-                    ev.entity,
-                    ev.payload,
-                    metadata_text(&ev.metadata),
-                    created_at_us,
-                    HASH_VERSION,
-                    state.hash.as_slice(),
-                    h.as_slice(),
-                    g.as_slice(),
-                ]);
-                match res {
-                    Ok(_) => {}
-                    Err(e) if is_id_collision(&e) && !slow[i] => {
+            let head = (&mut state, &mut global);
+            let acks =
+                match insert_events(&mut insert, &mut self.scratch, cmd, head, created_at_us)? {
+                    Inserted::All(acks) => acks,
+                    // Already decided by its ids and still colliding: not a
+                    // resend, so the constraint error is the answer.
+                    Inserted::IdCollision(e) if slow[i] => return Err(e.into()),
+                    Inserted::IdCollision(_) => {
                         drop(insert);
                         self.rollback();
                         slow[i] = true;
                         mark_collisions(conn, batch, slow)?;
                         return Ok(Attempt::Redo);
                     }
-                    Err(e) => return Err(e.into()),
-                }
-                assert!(position > global.0 && version > state.version);
-                state = StreamState {
-                    stream_id: state.stream_id,
-                    version,
-                    hash: h,
                 };
-                global = (position, g);
-                acks.push(EventAck {
-                    id: *id,
-                    version,
-                    position,
-                });
-            }
             touched.insert(cmd.stream.as_str(), state);
             outcomes.push(Ok(AppendResult {
                 status: AppendStatus::Appended,
@@ -244,6 +199,79 @@ impl SqliteWriter {
         self.global = global;
         Ok(Attempt::Done(outcomes))
     }
+}
+
+/// What inserting one append's events did.
+enum Inserted {
+    /// Every event is in, acknowledged in order.
+    All(Vec<EventAck>),
+    /// An event id is already stored (the unique index refused it); the
+    /// transaction must be rolled back and the append decided by its ids.
+    IdCollision(rusqlite::Error),
+}
+
+/// Inserts `cmd`'s events after `head` (the stream's and the global head),
+/// chaining both hashes, and moves `head` forward event by event.
+fn insert_events(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    scratch: &mut Vec<u8>,
+    cmd: &PreparedAppend,
+    head: (&mut StreamState, &mut (u64, Hash)),
+    created_at_us: i64,
+) -> Result<Inserted, StoreError> {
+    let (state, global) = head;
+    let mut acks = Vec::with_capacity(cmd.events.len());
+    for (id, ev) in cmd.ids.iter().zip(&cmd.events) {
+        let version = state.version + 1;
+        let position = global.0 + 1;
+        let fields = EventFields {
+            id,
+            stream: &cmd.stream,
+            version,
+            position,
+            created_at_us,
+            event_type: &ev.event_type,
+            op: ev.op,
+            entity: ev.entity.as_deref(),
+            payload: &ev.payload,
+            metadata: &ev.metadata,
+        };
+        let h = event_hash(HASH_VERSION, &state.hash, &fields, scratch)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let g = global_hash(HASH_VERSION, &global.1, position, &h)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let res = insert.execute(rusqlite::params![
+            to_i64(position),
+            id.as_bytes().as_slice(),
+            state.stream_id,
+            to_i64(version),
+            ev.event_type,
+            ev.op.code(),
+            ev.entity,
+            ev.payload,
+            metadata_text(&ev.metadata),
+            created_at_us,
+            HASH_VERSION,
+            state.hash.as_slice(),
+            h.as_slice(),
+            g.as_slice(),
+        ]);
+        match res {
+            Ok(_) => {}
+            Err(e) if is_id_collision(&e) => return Ok(Inserted::IdCollision(e)),
+            Err(e) => return Err(e.into()),
+        }
+        assert!(position > global.0 && version > state.version);
+        state.version = version;
+        state.hash = h;
+        *global = (position, g);
+        acks.push(EventAck {
+            id: *id,
+            version,
+            position,
+        });
+    }
+    Ok(Inserted::All(acks))
 }
 
 /// After a collision: marks, in one pass, every append whose ids already
