@@ -194,12 +194,12 @@ pub struct Verified {
 }
 
 /// Why [`verify`] refused a request. The variants from `HeaderEmpty` to
-/// `TooManySignatures` are a malformed header ([`VerifyError::is_malformed`]);
+/// `TooManySignatures` are a malformed header ([`SignatureError::is_malformed`]);
 /// `index` counts the header's comma-separated elements from 0.
 ///
 /// None of these says who sent the request: only `Ok` authenticates it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum VerifyError {
+pub enum SignatureError {
     /// The receiver holds no key, so nothing could ever verify.
     #[error("no webhook secret to verify with: configure at least one")]
     NoKeys,
@@ -300,17 +300,17 @@ pub enum VerifyError {
     NoMatch,
 }
 
-impl VerifyError {
+impl SignatureError {
     /// Whether the header itself is malformed (or too long), as opposed to
     /// the receiver's keys being misconfigured, the timestamp being stale or
     /// the signature not matching.
     pub fn is_malformed(&self) -> bool {
         !matches!(
             self,
-            VerifyError::NoKeys
-                | VerifyError::TooManyKeys { .. }
-                | VerifyError::TimestampOutsideTolerance { .. }
-                | VerifyError::NoMatch
+            SignatureError::NoKeys
+                | SignatureError::TooManyKeys { .. }
+                | SignatureError::TimestampOutsideTolerance { .. }
+                | SignatureError::NoMatch
         )
     }
 }
@@ -344,19 +344,19 @@ pub fn verify(
     body: &[u8],
     now_s: u64,
     tolerance_s: u64,
-) -> Result<Verified, VerifyError> {
+) -> Result<Verified, SignatureError> {
     if keys.is_empty() {
-        return Err(VerifyError::NoKeys);
+        return Err(SignatureError::NoKeys);
     }
     if keys.len() > KEYS_MAX {
-        return Err(VerifyError::TooManyKeys {
+        return Err(SignatureError::TooManyKeys {
             count: keys.len(),
             max: KEYS_MAX,
         });
     }
     let parsed = parse(header)?;
     if parsed.timestamp_s.abs_diff(now_s) > tolerance_s {
-        return Err(VerifyError::TimestampOutsideTolerance {
+        return Err(SignatureError::TimestampOutsideTolerance {
             timestamp_s: parsed.timestamp_s,
             now_s,
             tolerance_s,
@@ -375,13 +375,13 @@ pub fn verify(
             }
         }
     }
-    Err(VerifyError::NoMatch)
+    Err(SignatureError::NoMatch)
 }
 
 /// Parses a header value per the grammar in `docs/webhook-signature.md`.
-fn parse(header: &str) -> Result<Parsed<'_>, VerifyError> {
+fn parse(header: &str) -> Result<Parsed<'_>, SignatureError> {
     if header.len() > HEADER_BYTES_MAX {
-        return Err(VerifyError::HeaderTooLong {
+        return Err(SignatureError::HeaderTooLong {
             len_bytes: header.len(),
             max_bytes: HEADER_BYTES_MAX,
         });
@@ -390,28 +390,29 @@ fn parse(header: &str) -> Result<Parsed<'_>, VerifyError> {
     // hands us the raw line may not have.
     let header = header.trim_matches([' ', '\t']);
     if header.is_empty() {
-        return Err(VerifyError::HeaderEmpty);
+        return Err(SignatureError::HeaderEmpty);
     }
     let mut timestamp: Option<(&str, u64)> = None;
     let mut signatures = Vec::new();
     let mut signature_count = 0usize;
     for (index, element) in header.split(',').enumerate() {
         if element.is_empty() {
-            return Err(VerifyError::EmptyElement { index });
+            return Err(SignatureError::EmptyElement { index });
         }
         let Some((name, value)) = element.split_once('=') else {
-            return Err(VerifyError::MissingEquals { index });
+            return Err(SignatureError::MissingEquals { index });
         };
         match name {
             "t" => {
                 if timestamp.is_some() {
-                    return Err(VerifyError::DuplicateTimestamp { index });
+                    return Err(SignatureError::DuplicateTimestamp { index });
                 }
-                let value_s = parse_timestamp(value).ok_or(VerifyError::BadTimestamp { index })?;
+                let value_s =
+                    parse_timestamp(value).ok_or(SignatureError::BadTimestamp { index })?;
                 timestamp = Some((value, value_s));
             }
             "v1" => {
-                let tag = parse_signature(value).ok_or(VerifyError::BadSignature { index })?;
+                let tag = parse_signature(value).ok_or(SignatureError::BadSignature { index })?;
                 signature_count += 1;
                 if signatures.len() < SIGNATURES_MAX {
                     signatures.push(tag);
@@ -423,25 +424,25 @@ fn parse(header: &str) -> Result<Parsed<'_>, VerifyError> {
                         .bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
                 if !name_ok {
-                    return Err(VerifyError::BadName { index });
+                    return Err(SignatureError::BadName { index });
                 }
                 if !value.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(VerifyError::BadExtensionValue { index });
+                    return Err(SignatureError::BadExtensionValue { index });
                 }
             }
         }
     }
     if signature_count > SIGNATURES_MAX {
-        return Err(VerifyError::TooManySignatures {
+        return Err(SignatureError::TooManySignatures {
             count: signature_count,
             max: SIGNATURES_MAX,
         });
     }
     let Some((timestamp_digits, timestamp_s)) = timestamp else {
-        return Err(VerifyError::MissingTimestamp);
+        return Err(SignatureError::MissingTimestamp);
     };
     if signatures.is_empty() {
-        return Err(VerifyError::MissingSignature);
+        return Err(SignatureError::MissingSignature);
     }
     Ok(Parsed {
         timestamp_digits,

@@ -105,33 +105,33 @@ fn tampering_fails() {
     ] {
         assert_eq!(
             verify(VEC1_HEADER, &k, body, t, 10),
-            Err(VerifyError::NoMatch)
+            Err(SignatureError::NoMatch)
         );
     }
     // Timestamp changed but still fresh: the MAC covers it.
     let moved = VEC1_HEADER.replace("t=1700000000", "t=1700000001");
     assert_eq!(
         verify(&moved, &k, VEC1_BODY, t, 10),
-        Err(VerifyError::NoMatch)
+        Err(SignatureError::NoMatch)
     );
     // Signature changed in its last hex digit.
     let flipped = format!("{}f", &VEC1_HEADER[..VEC1_HEADER.len() - 1]);
     assert_ne!(flipped, VEC1_HEADER);
     assert_eq!(
         verify(&flipped, &k, VEC1_BODY, t, 10),
-        Err(VerifyError::NoMatch)
+        Err(SignatureError::NoMatch)
     );
     // Wrong secret.
     assert_eq!(
         verify(VEC1_HEADER, &keys(1), VEC1_BODY, t, 10),
-        Err(VerifyError::NoMatch)
+        Err(SignatureError::NoMatch)
     );
     // The signature of one body does not verify another at the same time.
     let other = sign(&k, t, b"other").unwrap();
     let spliced = format!("t={t},{}", &other[other.find("v1=").unwrap()..]);
     assert_eq!(
         verify(&spliced, &k, VEC1_BODY, t, 10),
-        Err(VerifyError::NoMatch)
+        Err(SignatureError::NoMatch)
     );
 }
 
@@ -141,7 +141,7 @@ fn tolerance_edges_are_exact() {
     let t = 1_000_000;
     let header = sign(&k, t, b"x").unwrap();
     let outside = |now_s, tolerance_s| {
-        Err(VerifyError::TimestampOutsideTolerance {
+        Err(SignatureError::TimestampOutsideTolerance {
             timestamp_s: t,
             now_s,
             tolerance_s,
@@ -171,7 +171,7 @@ fn tolerance_edges_are_exact() {
     assert!(verify(&header, &k, b"x", 0, u64::MAX).is_ok());
     assert_eq!(
         verify(&header, &k, b"x", 0, u64::MAX - 1),
-        Err(VerifyError::TimestampOutsideTolerance {
+        Err(SignatureError::TimestampOutsideTolerance {
             timestamp_s: u64::MAX,
             now_s: 0,
             tolerance_s: u64::MAX - 1
@@ -189,7 +189,7 @@ fn stale_timestamp_is_reported_before_the_signature() {
     let header = format!("t=100,v1={SIG_A}");
     assert_eq!(
         verify(&header, &keys(1), b"", 1_000, 10),
-        Err(VerifyError::TimestampOutsideTolerance {
+        Err(SignatureError::TimestampOutsideTolerance {
             timestamp_s: 100,
             now_s: 1_000,
             tolerance_s: 10
@@ -211,13 +211,13 @@ fn rotation_with_two_secrets() {
     assert_eq!(check(&[new.clone(), old.clone()]), Ok(0));
     assert_eq!(
         check(std::slice::from_ref(&stranger)),
-        Err(VerifyError::NoMatch)
+        Err(SignatureError::NoMatch)
     );
     // Once the sender drops the old secret, a receiver with only it fails.
     let header = sign(std::slice::from_ref(&new), 7, body).unwrap();
     assert_eq!(
         verify(&header, &[old], body, 7, 0),
-        Err(VerifyError::NoMatch)
+        Err(SignatureError::NoMatch)
     );
     assert!(verify(&header, &[stranger, new], body, 7, 0).is_ok());
 }
@@ -277,10 +277,10 @@ fn key_count_limits() {
         })
     );
     let header = sign(&keys(1), 1, b"").unwrap();
-    assert_eq!(verify(&header, &[], b"", 1, 0), Err(VerifyError::NoKeys));
+    assert_eq!(verify(&header, &[], b"", 1, 0), Err(SignatureError::NoKeys));
     assert_eq!(
         verify(&header, &keys(KEYS_MAX + 1), b"", 1, 0),
-        Err(VerifyError::TooManyKeys {
+        Err(SignatureError::TooManyKeys {
             count: KEYS_MAX + 1,
             max: KEYS_MAX
         })
@@ -290,7 +290,7 @@ fn key_count_limits() {
 
 /// What verifying `header` gives, with a key that matches nothing and a
 /// clock at the header's time when it is 1.
-fn verify_any(header: &str) -> Result<Verified, VerifyError> {
+fn verify_any(header: &str) -> Result<Verified, SignatureError> {
     verify(header, &keys(1), b"", 1, 0)
 }
 
@@ -298,10 +298,10 @@ fn verify_any(header: &str) -> Result<Verified, VerifyError> {
 // with the typed error it must give, kept together to show the coverage.
 #[test]
 fn malformed_headers_give_typed_errors() {
-    use VerifyError as E;
+    use SignatureError as E;
     let a = SIG_A;
     let upper = SIG_A.to_uppercase();
-    let cases: Vec<(String, VerifyError)> = vec![
+    let cases: Vec<(String, SignatureError)> = vec![
         (String::new(), E::HeaderEmpty),
         (" \t ".into(), E::HeaderEmpty),
         (",".into(), E::EmptyElement { index: 0 }),
@@ -411,12 +411,12 @@ fn header_length_limit_is_exact() {
     let over = format!("{at_limit}p");
     assert_eq!(
         verify(&over, &k, b"b", 5, 0),
-        Err(VerifyError::HeaderTooLong {
+        Err(SignatureError::HeaderTooLong {
             len_bytes: HEADER_BYTES_MAX + 1,
             max_bytes: HEADER_BYTES_MAX
         })
     );
-    assert!(VerifyError::HeaderTooLong {
+    assert!(SignatureError::HeaderTooLong {
         len_bytes: 1,
         max_bytes: 0
     }
@@ -458,7 +458,7 @@ proptest! {
         prop_assert!(
             matches!(
                 verify(&header, &keys(1), b"", 1, 0),
-                Err(VerifyError::HeaderTooLong { .. })
+                Err(SignatureError::HeaderTooLong { .. })
             ),
             "expected HeaderTooLong"
         );
@@ -499,7 +499,7 @@ proptest! {
         let header = sign(&k, 9, &body).unwrap();
         let mut tampered = body.clone();
         tampered[at.index(body.len())] ^= xor;
-        prop_assert_eq!(verify(&header, &k, &tampered, 9, 0), Err(VerifyError::NoMatch));
+        prop_assert_eq!(verify(&header, &k, &tampered, 9, 0), Err(SignatureError::NoMatch));
     }
 
     #[test]
