@@ -2,7 +2,8 @@
 //! delivered, retried, or dead-lettered, and the store always knows which.
 //!
 //! Pure parts (no I/O, property-tested): [`classify`], [`retry`],
-//! [`budget`], [`breaker`], [`lanes`], [`settle`], [`routes`], [`signature`].
+//! [`budget`], [`breaker`], [`lanes`], [`plan`], [`turn`], [`settle`],
+//! [`routes`], [`signature`].
 //! Shells around them: [`sinks`] (HTTP, JSONL, log), the per-sink
 //! [`dispatcher`], the [`engine`] that runs them, [`dlq`] operations and the
 //! DLQ [`archive`].
@@ -16,6 +17,7 @@ pub mod dispatcher;
 pub mod dlq;
 pub mod engine;
 pub mod lanes;
+pub mod plan;
 pub mod retry;
 pub mod routes;
 pub mod settle;
@@ -23,3 +25,4 @@ pub mod signature;
 pub mod sink;
 pub mod sinks;
 pub mod status;
+pub mod turn;
