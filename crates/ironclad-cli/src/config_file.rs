@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
-use ironclad::delivery::config::{DeliveryConfig, RouteConfig, CONFIG_FILE_BYTES_MAX};
+use ironclad::delivery::config::{DeliveryConfig, RouteSpec, CONFIG_FILE_BYTES_MAX};
 use ironclad::JournalConfig;
 use serde::Deserialize;
 
@@ -30,7 +30,7 @@ pub struct ConfigFile {
     /// The top-level `data_dir`, if set.
     pub data_dir: Option<PathBuf>,
     /// `[[delivery.routes]]`, as written.
-    pub routes: Vec<RouteConfig>,
+    pub routes: Vec<RouteSpec>,
     /// The names of `[[delivery.sinks]]`, in file order.
     pub sink_names: Vec<String>,
 }
@@ -103,7 +103,7 @@ pub fn read(path: &Path) -> Result<ConfigFile, Failure> {
             .delivery
             .routes
             .into_iter()
-            .map(|r| RouteConfig {
+            .map(|r| RouteSpec {
                 streams: r.streams,
                 sink: r.sink,
             })

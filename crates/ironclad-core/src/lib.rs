@@ -8,3 +8,11 @@
 //! shells (the SQLite store, the journal's writer thread, the dispatcher's
 //! driver, the server) live in `ironclad` and call into this crate.
 #![warn(missing_docs)]
+
+pub mod consumer;
+pub mod delivery;
+pub mod expected;
+pub mod hash;
+pub mod ledger;
+pub mod model;
+pub mod validate;

@@ -1,7 +1,8 @@
 //! Ironclad: a durable event log with group commit, idempotent appends,
 //! expected-version checks and a tamper-evident ledger.
 //!
-//! Start at [`Journal::open`]. The contract is `SPEC.md`; how the pieces fit
+//! Start at [`Journal::open`]. Everything that decides lives in the pure
+//! `ironclad-core` crate, re-exported here. The contract is `SPEC.md`; how the pieces fit
 //! is in `ARCHITECTURE.md`; the on-disk format is in `docs/design.md`.
 //!
 //! ```no_run
@@ -22,15 +23,14 @@ pub mod config;
 pub mod delivery;
 pub mod emergency;
 pub mod error;
-pub mod expected;
-pub mod hash;
 pub mod journal;
-pub mod ledger;
 pub mod lockfile;
 pub mod metrics;
-pub mod model;
 pub mod store;
-pub mod validate;
+
+/// The decision core's modules, under the paths they had before they moved
+/// to `ironclad-core`, so `ironclad::model::…` and friends keep working.
+pub use ironclad_core::{expected, hash, ledger, model, validate};
 
 pub use config::{Durability, JournalConfig};
 pub use error::{

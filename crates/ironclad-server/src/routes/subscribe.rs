@@ -41,7 +41,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
-use ironclad::delivery::config::RouteConfig;
+use ironclad::delivery::config::RouteSpec;
 use ironclad::delivery::routes::Routes;
 use ironclad::store::Store;
 use tokio::sync::Semaphore;
@@ -180,7 +180,7 @@ impl StreamFilter {
         let Some(glob) = glob.filter(|g| *g != "*") else {
             return Ok(StreamFilter(None));
         };
-        let route = RouteConfig {
+        let route = RouteSpec {
             streams: glob.to_string(),
             sink: FILTER_KEY.to_string(),
         };

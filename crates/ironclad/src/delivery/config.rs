@@ -61,8 +61,6 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer};
-
 use super::breaker::BreakerConfig;
 use super::budget::RetryBudgetConfig;
 use super::retry::RetryPolicy;
@@ -73,6 +71,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 
+pub use super::routes::RouteSpec;
 pub use error::DeliveryConfigError;
 
 /// Most sinks in one configuration.
@@ -91,7 +90,7 @@ pub struct DeliveryConfig {
     /// The sinks, in file order; names are unique.
     pub sinks: Vec<SinkConfig>,
     /// The routes, in file order; each names a sink in `sinks`.
-    pub routes: Vec<RouteConfig>,
+    pub routes: Vec<RouteSpec>,
     /// The dead-letter queue's bounds.
     pub dlq: DlqConfig,
 }
@@ -253,15 +252,6 @@ impl Default for BatchConfig {
     }
 }
 
-/// Sends the streams matching a glob to a sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteConfig {
-    /// Glob over stream names; see [`super::routes`] for the syntax.
-    pub streams: String,
-    /// The sink's name.
-    pub sink: String,
-}
-
 /// Bounds of the dead-letter queue. Entries over a bound are archived
 /// ([`super::archive`]), never just deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,15 +339,4 @@ impl DeliveryConfig {
             .filter(|n| !routed.contains(n))
             .collect()
     }
-}
-
-/// Reads an optional count where 0 means "off" (TOML has no null). Used by
-/// [`BreakerConfig`]'s `serde` attributes.
-pub(crate) fn zero_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default + PartialEq,
-{
-    let value = T::deserialize(deserializer)?;
-    Ok((value != T::default()).then_some(value))
 }

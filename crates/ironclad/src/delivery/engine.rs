@@ -167,7 +167,7 @@ impl<S: Store> DeliveryEngine<S> {
         config: DeliveryConfig,
         sinks: Vec<Arc<dyn Sink>>,
     ) -> Result<Self, StartError> {
-        let routes = Arc::new(Routes::compile(&config.routes)?);
+        let routes = Arc::new(Routes::compile(&config.routes).map_err(DeliveryConfigError::from)?);
         if !journal.claim_delivery() {
             return Err(StartError::AlreadyRunning);
         }

@@ -146,3 +146,19 @@ pub enum DeliveryConfigError {
         max: u64,
     },
 }
+
+impl From<ironclad_core::delivery::routes::RouteError> for DeliveryConfigError {
+    fn from(e: ironclad_core::delivery::routes::RouteError) -> Self {
+        match e {
+            ironclad_core::delivery::routes::RouteError::BadGlob {
+                index,
+                pattern,
+                reason,
+            } => DeliveryConfigError::BadGlob {
+                index,
+                pattern,
+                reason,
+            },
+        }
+    }
+}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::check::{check_config, check_sink};
 use super::{
-    BatchConfig, DeliveryConfig, DeliveryConfigError, DlqConfig, RouteConfig, Secret, SinkConfig,
+    BatchConfig, DeliveryConfig, DeliveryConfigError, DlqConfig, RouteSpec, Secret, SinkConfig,
     SinkKind,
 };
 use crate::delivery::breaker::BreakerConfig;
@@ -155,7 +155,7 @@ pub(super) fn convert(
     let routes = raw
         .routes
         .into_iter()
-        .map(|r| RouteConfig {
+        .map(|r| RouteSpec {
             streams: r.streams,
             sink: r.sink,
         })

@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::delivery::state::RetryRow;
 use crate::model::RecordedEvent;
-use crate::store::delivery::RetryRow;
 
 /// The ordering key of an event: `e:<entity>` when it has one, else
 /// `s:<stream>`. The prefixes keep an entity named like a stream apart.

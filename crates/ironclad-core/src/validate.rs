@@ -421,7 +421,7 @@ mod tests {
     fn nul_in_type_or_entity_is_rejected() {
         let l = Limits::default();
         let bad_type = NewEvent::new("a\0", "1");
-        let bad_entity = NewEvent::new("t", "1").with_entity(crate::Op::Update, "e\0");
+        let bad_entity = NewEvent::new("t", "1").with_entity(crate::model::Op::Update, "e\0");
         assert_eq!(
             validate_append("s", &[bad_type], &l),
             Err(ValidationError::ContainsNul {

@@ -27,8 +27,32 @@
 use std::collections::HashMap;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use thiserror::Error;
 
-use super::config::{DeliveryConfigError, RouteConfig};
+/// One route: the streams matching a glob go to one sink. The delivery
+/// configuration's `[[delivery.routes]]` entries are read into this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Glob over stream names; see the module doc for the syntax.
+    pub streams: String,
+    /// The sink's name.
+    pub sink: String,
+}
+
+/// Why a set of routes does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RouteError {
+    /// A route's `streams` is not a valid glob.
+    #[error("delivery.routes[{index}]: streams {pattern:?} is not a valid glob: {reason}")]
+    BadGlob {
+        /// The route's place in the list, from 0.
+        index: usize,
+        /// The pattern.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
 
 /// Longest `streams` pattern, in bytes: four times the longest stream name.
 pub const PATTERN_BYTES_MAX: usize = 1024;
@@ -54,11 +78,11 @@ impl Routes {
     /// Compiles `routes`. Fails on the first invalid pattern, naming the
     /// route by its index. Whether the sinks exist is the config's check,
     /// not this one's.
-    pub fn compile(routes: &[RouteConfig]) -> Result<Routes, DeliveryConfigError> {
+    pub fn compile(routes: &[RouteSpec]) -> Result<Routes, RouteError> {
         let mut builders: Vec<(String, bool, GlobSetBuilder)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for (i, route) in routes.iter().enumerate() {
-            let bad = |reason: String| DeliveryConfigError::BadGlob {
+            let bad = |reason: String| RouteError::BadGlob {
                 index: i,
                 pattern: route.streams.clone(),
                 reason,
@@ -82,14 +106,14 @@ impl Routes {
             .map(|(name, all, builder)| {
                 // Each glob compiled on its own above; a set of valid globs
                 // can only fail on a regex size limit, reported here.
-                let set = builder.build().map_err(|e| DeliveryConfigError::BadGlob {
+                let set = builder.build().map_err(|e| RouteError::BadGlob {
                     index: routes.iter().position(|r| r.sink == name).unwrap_or(0),
                     pattern: String::new(),
                     reason: format!("the patterns of sink `{name}` together are too complex: {e}"),
                 })?;
                 Ok(SinkRoutes { name, all, set })
             })
-            .collect::<Result<Vec<_>, DeliveryConfigError>>()?;
+            .collect::<Result<Vec<_>, RouteError>>()?;
         Ok(Routes { sinks, index })
     }
 
@@ -179,9 +203,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn routes(pairs: &[(&str, &str)]) -> Routes {
-        let configs: Vec<RouteConfig> = pairs
+        let configs: Vec<RouteSpec> = pairs
             .iter()
-            .map(|(streams, sink)| RouteConfig {
+            .map(|(streams, sink)| RouteSpec {
                 streams: streams.to_string(),
                 sink: sink.to_string(),
             })
@@ -274,26 +298,25 @@ mod tests {
             ("trailing\\", "dangling"),
         ] {
             let configs = vec![
-                RouteConfig {
+                RouteSpec {
                     streams: "fine-*".into(),
                     sink: "s".into(),
                 },
-                RouteConfig {
+                RouteSpec {
                     streams: pattern.into(),
                     sink: "s".into(),
                 },
             ];
             match Routes::compile(&configs) {
                 Ok(_) => assert!(needle.is_empty(), "{pattern:?} should fail"),
-                Err(DeliveryConfigError::BadGlob { index, reason, .. }) => {
+                Err(RouteError::BadGlob { index, reason, .. }) => {
                     assert_eq!(index, 1);
                     assert!(reason.to_lowercase().contains(needle), "{reason}");
                 }
-                Err(other) => panic!("unexpected {other}"),
             }
         }
         let long = "a".repeat(PATTERN_BYTES_MAX + 1);
-        assert!(Routes::compile(&[RouteConfig {
+        assert!(Routes::compile(&[RouteSpec {
             streams: long,
             sink: "s".into()
         }])

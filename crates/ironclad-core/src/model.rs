@@ -88,7 +88,7 @@ impl fmt::Display for ExpectedVersion {
     }
 }
 
-/// An event as a producer hands it to [`crate::Journal::append`].
+/// An event as a producer hands it to `ironclad::Journal::append`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewEvent {
     /// Idempotency key. `None` means "generate a UUIDv7 at enqueue time".

@@ -14,9 +14,9 @@
 use uuid::Uuid;
 
 use crate::delivery::classify::Outcome;
+use crate::delivery::response::SinkResponse;
 use crate::delivery::retry::{next_attempt, GiveUpReason, RetryDecision, RetryPolicy, RetryState};
-use crate::delivery::sink::SinkResponse;
-use crate::store::delivery::{DlqReason, DlqRow, RetryRow, Settle};
+use crate::delivery::state::{DlqReason, DlqRow, RetryRow, Settle};
 
 /// Longest `last_error` stored, in bytes; longer descriptions are cut.
 pub const LAST_ERROR_BYTES_MAX: usize = 512;

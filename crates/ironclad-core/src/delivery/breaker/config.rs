@@ -50,13 +50,13 @@ pub struct BreakerConfig {
     pub failure_rate_threshold_pct: u8,
     /// Trip when slow calls are at least this percentage of calls, 1..=100;
     /// `None` counts slow calls (for the metrics) but never trips on them.
-    #[serde(deserialize_with = "crate::delivery::config::zero_is_none")]
+    #[serde(deserialize_with = "crate::delivery::zero_is_none")]
     pub slow_call_rate_threshold_pct: Option<u8>,
     /// A call taking at least this long is slow.
     pub slow_call_duration_ms: u64,
     /// Trip after this many failures in a row, whatever the window says;
     /// `None` disables the rule.
-    #[serde(deserialize_with = "crate::delivery::config::zero_is_none")]
+    #[serde(deserialize_with = "crate::delivery::zero_is_none")]
     pub consecutive_failures_threshold: Option<u32>,
     /// Open duration the first time the breaker opens after being Closed.
     pub open_ms_base: u64,
