@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::delivery::budget::RetryBudgetConfig;
-use crate::store::delivery::{DlqReason, DlqRow, RetryRow};
+use crate::delivery::state::{DlqReason, DlqRow, RetryRow};
 
 use BreakerState::{Closed, Disabled, ForcedOpen, HalfOpen, Open};
 

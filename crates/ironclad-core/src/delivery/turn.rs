@@ -3,10 +3,10 @@
 //! idle dispatcher pauses, and how a settle changes the in-memory mirror.
 //!
 //! Nothing here reads a clock, draws randomness or does I/O: the driver
-//! (`dispatcher.rs`) reads the time once per turn and passes it in, and
-//! passes the jitter source to the settle. So a whole turn replays exactly,
-//! and `tests/delivery_model` drives thousands of them against a naive
-//! model. A turn is [`TurnContext::begin`] (breaker admission, due rows,
+//! (`ironclad::delivery::dispatcher`) reads the time once per turn and
+//! passes it in, and passes the jitter source to the settle. So a whole
+//! turn replays exactly, and `ironclad`'s `tests/delivery_model` drives
+//! thousands of them against a naive model. A turn is [`TurnContext::begin`] (breaker admission, due rows,
 //! [`PlanAsk`]), then [`plan_batch`](crate::delivery::plan::plan_batch), the
 //! call, [`TurnContext::conclude`] (breaker report, [`Settle`]), and
 //! [`Mirror::apply`] once the settle is handed to the store.
@@ -43,10 +43,10 @@ use crate::delivery::budget::RetryBudget;
 use crate::delivery::classify::Outcome;
 use crate::delivery::lanes::PendingRetries;
 use crate::delivery::plan::PlanAsk;
+use crate::delivery::response::SinkResponse;
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::settle::{settle_batch, InFlight, Tally};
-use crate::delivery::sink::SinkResponse;
-use crate::store::delivery::Settle;
+use crate::delivery::state::Settle;
 
 /// Longest an idle dispatcher waits before looking for work again, in
 /// milliseconds (it also wakes on every commit).

@@ -25,8 +25,8 @@ use std::collections::HashSet;
 
 use crate::delivery::lanes::{lane_of, PendingRetries};
 use crate::delivery::settle::InFlight;
+use crate::delivery::state::{RetryRow, Settle};
 use crate::model::RecordedEvent;
-use crate::store::delivery::{RetryRow, Settle};
 
 /// A turn scans at most this many times `events_max` new events, so a sink
 /// whose routes match little of the log still makes bounded progress.
