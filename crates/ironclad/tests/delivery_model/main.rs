@@ -24,7 +24,7 @@ use std::time::Instant;
 use ironclad::delivery::breaker::BreakerState;
 use ironclad::delivery::classify::Outcome;
 use ironclad::delivery::sink::SinkResponse;
-use ironclad::store::delivery::{DlqFilter, RetryRow};
+use ironclad::store::delivery::RetryRow;
 use ironclad::store::Store;
 use ironclad::{Limits, LogReader};
 use proptest::prelude::*;
@@ -172,17 +172,7 @@ fn check_store(sut: &Sut, model: &Model, reader: &LogReader<common::flaky::Flaky
         rows, want.rows,
         "retry rows: (lane, attempts, next attempt)"
     );
-    let filter = DlqFilter {
-        sink_id: Some(sut.sink_id),
-        ..DlqFilter::default()
-    };
-    let dead: std::collections::BTreeSet<u64> = sut
-        .store
-        .dlq_list(&filter, None, 100_000)
-        .expect("dlq")
-        .iter()
-        .map(|d| d.position)
-        .collect();
+    let dead: std::collections::BTreeSet<u64> = sut.dead_letters().into_iter().collect();
     assert_eq!(dead, want.dead, "dead letters");
     let acc = common::accounting::check(reader, &sut.routes, SINK);
     assert_eq!(acc.delivered_total, want.delivered);

@@ -87,6 +87,12 @@ fn own_outcome(response: &SinkResponse, i: usize) -> Outcome {
     }
 }
 
+/// The positions a plan sends as rows (`rows`) or as new events.
+fn sent(plan: &Plan, rows: bool) -> Vec<u64> {
+    let items = plan.items.iter().filter(|i| i.prior.is_some() == rows);
+    items.map(|i| i.position).collect()
+}
+
 impl Model {
     pub fn new(config: &SinkConfig) -> Model {
         Model {
@@ -220,12 +226,7 @@ impl Model {
         };
         let plan = record.plan.as_ref().expect("an admitted turn plans");
         let due = self.due(now_ms);
-        let sent_due: Vec<u64> = plan
-            .items
-            .iter()
-            .filter(|i| i.prior.is_some())
-            .map(|i| i.position)
-            .collect();
+        let sent_due = sent(plan, true);
         assert_eq!(sent_due, due, "due rows sent");
         for it in plan.items.iter().filter(|i| i.prior.is_some()) {
             let prior = it.prior.as_ref().map(|r| r.attempts);
@@ -261,12 +262,7 @@ impl Model {
     /// New events: taken only from unblocked lanes, parked only behind a
     /// blocked one, nothing skipped, and progress when there is work.
     fn check_new_events(&self, plan: &Plan, allow_new: bool, sent_due: usize) {
-        let taken: Vec<u64> = plan
-            .items
-            .iter()
-            .filter(|i| i.prior.is_none())
-            .map(|i| i.position)
-            .collect();
+        let taken = sent(plan, false);
         let parked: Vec<u64> = plan.parked.iter().map(|r| r.position).collect();
         let wants_new =
             allow_new && sent_due < self.events_max && self.rows().count() < self.retry_rows_max;

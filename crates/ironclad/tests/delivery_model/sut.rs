@@ -122,20 +122,20 @@ impl Sut {
         }
     }
 
-    /// `dlq retry` of every dead letter, due at `now_ms`; the dispatcher
-    /// is asked to reload, as the engine does. Returns the positions moved.
-    pub fn requeue(&mut self, now_ms: u64) -> Vec<u64> {
+    /// The positions of the sink's dead letters, in order.
+    pub fn dead_letters(&self) -> Vec<u64> {
         let filter = DlqFilter {
             sink_id: Some(self.sink_id),
             ..DlqFilter::default()
         };
-        let positions: Vec<u64> = self
-            .store
-            .dlq_list(&filter, None, 10_000)
-            .expect("dlq")
-            .iter()
-            .map(|d| d.position)
-            .collect();
+        let rows = self.store.dlq_list(&filter, None, 100_000).expect("dlq");
+        rows.iter().map(|d| d.position).collect()
+    }
+
+    /// `dlq retry` of every dead letter, due at `now_ms`; the dispatcher
+    /// is asked to reload, as the engine does. Returns the positions moved.
+    pub fn requeue(&mut self, now_ms: u64) -> Vec<u64> {
+        let positions = self.dead_letters();
         let op = DeliveryWrite::DlqRequeue {
             sink_id: self.sink_id,
             positions: positions.clone(),

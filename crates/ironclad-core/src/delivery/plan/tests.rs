@@ -139,6 +139,27 @@ proptest! {
     }
 }
 
+/// The plan of new events only, from `cursor`, at time 9.
+fn plan_new(
+    log: Vec<RecordedEvent>,
+    pending: &PendingRetries,
+    bytes_max: usize,
+    cursor: u64,
+) -> Plan {
+    let limits = PlanLimits {
+        events_max: 5,
+        bytes_max,
+        retry_rows_max: 10,
+    };
+    let ask = PlanAsk {
+        cursor,
+        due: vec![],
+        allow_new: true,
+        now_unix_ms: 9,
+    };
+    plan_batch(&mut VecSource(log), limits, pending, &ask).unwrap_or_else(|e| match e {})
+}
+
 #[test]
 fn a_blocked_lane_parks_and_the_others_go() {
     let log = vec![
@@ -148,52 +169,20 @@ fn a_blocked_lane_parks_and_the_others_go() {
         event(4, 0, None),
     ];
     let pending = PendingRetries::from_rows([row(1, "e:n0".into(), 1)]);
-    let limits = PlanLimits {
-        events_max: 5,
-        bytes_max: 1 << 20,
-        retry_rows_max: 10,
-    };
-    let ask = PlanAsk {
-        cursor: 1,
-        due: vec![],
-        allow_new: true,
-        now_unix_ms: 9,
-    };
-    let plan =
-        plan_batch(&mut VecSource(log), limits, &pending, &ask).unwrap_or_else(|e| match e {});
-    assert_eq!(
-        plan.parked.iter().map(|r| r.position).collect::<Vec<_>>(),
-        vec![2]
-    );
+    let plan = plan_new(log, &pending, 1 << 20, 1);
+    let parked: Vec<u64> = plan.parked.iter().map(|r| r.position).collect();
+    assert_eq!(parked, vec![2]);
     assert_eq!(plan.parked[0].first_failure_unix_ms, 9);
-    assert_eq!(
-        plan.items.iter().map(|i| i.position).collect::<Vec<_>>(),
-        vec![3]
-    );
+    let taken: Vec<u64> = plan.items.iter().map(|i| i.position).collect();
+    assert_eq!(taken, vec![3]);
     assert_eq!(plan.cursor_to, Some(4), "the unrouted event is passed over");
 }
 
 #[test]
 fn the_byte_bound_still_takes_one_event() {
     let log = vec![event(1, 1, None), event(2, 2, None)];
-    let pending = PendingRetries::default();
-    let limits = PlanLimits {
-        events_max: 5,
-        bytes_max: 1,
-        retry_rows_max: 10,
-    };
-    let ask = PlanAsk {
-        cursor: 0,
-        due: vec![],
-        allow_new: true,
-        now_unix_ms: 0,
-    };
-    let plan =
-        plan_batch(&mut VecSource(log), limits, &pending, &ask).unwrap_or_else(|e| match e {});
+    let plan = plan_new(log, &PendingRetries::default(), 1, 0);
     assert_eq!(plan.events.len(), 1);
-    assert_eq!(
-        plan.cursor_to,
-        Some(1),
-        "the second event waits: the cursor stays before it"
-    );
+    let why = "the second event waits: the cursor stays before it";
+    assert_eq!(plan.cursor_to, Some(1), "{why}");
 }
