@@ -164,6 +164,17 @@ impl Model {
         }
     }
 
+    /// An idle turn's pause: until the earliest lane head falls due, at
+    /// most the 100 ms poll; a full poll when one is due but held back.
+    fn idle_pause_ms(&self, now_ms: u64) -> u64 {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let heads = self.rows().filter(|(e, _, _)| seen.insert(e.lane.as_str()));
+        match heads.map(|(_, _, next_at)| next_at).min() {
+            Some(due) if due > now_ms => (due - now_ms).min(100),
+            _ => 100,
+        }
+    }
+
     /// The due rows a turn at `now_ms` must send, asking the reference
     /// budget as the dispatcher asks its own.
     fn due(&mut self, now_ms: u64) -> Vec<u64> {
@@ -225,6 +236,9 @@ impl Model {
             (want, got) => panic!("breaker admission: model {want:?}, dispatcher {got:?}"),
         };
         let plan = record.plan.as_ref().expect("an admitted turn plans");
+        if let Some(pause) = record.idle_pause_ms {
+            assert_eq!(pause, self.idle_pause_ms(now_ms), "idle pause");
+        }
         let due = self.due(now_ms);
         let sent_due = sent(plan, true);
         assert_eq!(sent_due, due, "due rows sent");
