@@ -1,10 +1,10 @@
 //! The dispatcher: one task per sink, a short driver around the turn.
 //!
 //! Each turn it (1) asks the breaker for a permit and picks the due retries
-//! ([`TurnContext::begin`]), (2) plans a batch: due lane heads first, then
+//! ([`TurnContext::begin`](crate::delivery::turn::TurnContext::begin)), (2) plans a batch: due lane heads first, then
 //! new events from the cursor, parking those whose lane is blocked
 //! ([`plan_batch`]), (3) sends the batch, (4) concludes it
-//! ([`TurnContext::conclude`]) and settles the outcome through the
+//! ([`TurnContext::conclude`](crate::delivery::turn::TurnContext::conclude)) and settles the outcome through the
 //! journal's single writer, updating its in-memory [`Mirror`] as the settle
 //! is handed over. The decisions are in [`turn`](crate::delivery::turn) and
 //! [`plan`](crate::delivery::plan); this file reads the clock and the
@@ -29,20 +29,22 @@ use crate::delivery::breaker::{BreakerState, CircuitBreaker, OwnedPermit};
 use crate::delivery::budget::RetryBudget;
 use crate::delivery::classify::Outcome;
 use crate::delivery::config::SinkConfig;
-use crate::delivery::lanes::PendingRetries;
-use crate::delivery::plan::{self, EventSource, Plan, PlanAsk, PlanLimits};
+use crate::delivery::plan::{Plan, PlanAsk};
 use crate::delivery::routes::Routes;
 use crate::delivery::settle::Tally;
 use crate::delivery::sink::{Sink, SinkResponse};
-use crate::delivery::turn::{idle_pause_ms, Call, Mirror, TurnContext, IDLE_POLL_MS};
-use crate::error::{ControlError, StoreError};
+use crate::delivery::turn::{idle_pause_ms, Call, Mirror, IDLE_POLL_MS};
+use crate::error::ControlError;
 use crate::journal::Journal;
 use crate::metrics as m;
 use crate::model::RecordedEvent;
 use crate::store::delivery::{DeliveryWrite, DlqReason, Settle};
 use crate::store::Store;
 
+mod reads;
+
 pub use crate::delivery::plan::SCAN_EVENTS_MAX_FACTOR;
+pub use reads::{load_state, plan_batch, plan_limits, turn_context};
 
 /// How often an idle dispatcher looks for new events even when no commit
 /// wakes it (it also wakes on every commit, through
@@ -86,97 +88,6 @@ pub struct SinkRuntime {
     pub cursor: AtomicU64,
     /// Retry rows the dispatcher holds.
     pub retry_rows: AtomicU64,
-}
-
-/// Loads a sink's state from the store: its cursor and every retry row.
-/// Blocking.
-pub fn load_state<S: Store>(store: &S, sink_id: i64) -> Result<Mirror, StoreError> {
-    let cursor = store
-        .sinks()?
-        .into_iter()
-        .find(|s| s.sink_id == sink_id)
-        .map_or(0, |s| s.cursor_position);
-    let mut rows = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.retry_rows(sink_id, after, 10_000)?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        rows.extend(page);
-    }
-    Ok(Mirror {
-        cursor,
-        pending: PendingRetries::from_rows(rows),
-    })
-}
-
-/// The bounds of `config` that shape a batch.
-pub fn plan_limits(config: &SinkConfig) -> PlanLimits {
-    PlanLimits {
-        events_max: config.batch.events_max,
-        bytes_max: config.batch.bytes_max,
-        retry_rows_max: config.retry_rows_max,
-    }
-}
-
-/// The turn's unchanging context for the sink `sink_id` configured by
-/// `config`.
-pub fn turn_context<'a>(
-    sink_id: i64,
-    config: &'a SinkConfig,
-    breaker: &'a Arc<CircuitBreaker>,
-) -> TurnContext<'a> {
-    TurnContext {
-        sink_id,
-        breaker,
-        events_max: config.batch.events_max,
-        policy: &config.retry,
-    }
-}
-
-/// The store as the source of a plan's events.
-struct StoreSource<'a, S> {
-    store: &'a S,
-    routes: &'a Routes,
-    sink: &'a str,
-}
-
-impl<S: Store> EventSource for StoreSource<'_, S> {
-    type Error = StoreError;
-
-    fn due_event(&mut self, position: u64) -> Result<RecordedEvent, StoreError> {
-        self.store.event_at(position)?.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "sink {} has a retry row for position {position}, which holds no event",
-                self.sink
-            ))
-        })
-    }
-
-    fn read_from(&mut self, position: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.store.read_all(position, limit)
-    }
-
-    fn routed(&self, event: &RecordedEvent) -> bool {
-        self.routes.matches(self.sink, &event.stream)
-    }
-}
-
-/// Plans one batch of the sink `config` from `store` (see
-/// [`plan::plan_batch`]). Blocking: runs on the blocking pool.
-pub fn plan_batch<S: Store>(
-    store: &S,
-    config: &SinkConfig,
-    routes: &Routes,
-    pending: &PendingRetries,
-    ask: &PlanAsk,
-) -> Result<Plan, StoreError> {
-    let mut source = StoreSource {
-        store,
-        routes,
-        sink: &config.name,
-    };
-    plan::plan_batch(&mut source, plan_limits(config), pending, ask)
 }
 
 /// The age of each delivered event of a batch at `done_unix_ms`, in
