@@ -1,12 +1,17 @@
-//! The dispatcher: one task per sink, a thin shell around the pure parts.
+//! The dispatcher: one task per sink, a short driver around the turn.
 //!
-//! Each turn it (1) asks the breaker for a permit, (2) plans a batch: due
-//! lane heads first (retries spend the retry budget), then new events from
-//! the cursor, parking those whose lane is blocked, (3) sends the batch,
-//! (4) settles the outcome through the journal's single writer, and only
-//! then (5) updates its in-memory mirror. The store is the truth: after any
-//! settle failure the dispatcher reloads from it, and an unsettled batch is
-//! simply sent again (at-least-once; receivers dedupe by idempotency key).
+//! Each turn it (1) asks the breaker for a permit and picks the due retries
+//! ([`TurnContext::begin`](crate::delivery::turn::TurnContext::begin)), (2) plans a batch: due lane heads first, then
+//! new events from the cursor, parking those whose lane is blocked
+//! ([`plan_batch`]), (3) sends the batch, (4) concludes it
+//! ([`TurnContext::conclude`](crate::delivery::turn::TurnContext::conclude)) and settles the outcome through the
+//! journal's single writer, updating its in-memory [`Mirror`] as the settle
+//! is handed over. The decisions are in [`turn`](crate::delivery::turn) and
+//! [`plan`](crate::delivery::plan); this file reads the clock and the
+//! random source, waits, and does the I/O. The store is the truth: after
+//! any settle failure the dispatcher reloads from it, and an unsettled
+//! batch is simply sent again (at-least-once; receivers dedupe by
+//! idempotency key).
 //!
 //! Limits: a batch is at most `events_max` events and `bytes_max` bytes; a
 //! turn scans at most [`SCAN_EVENTS_MAX_FACTOR`]×`events_max` events; new
@@ -20,36 +25,37 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 use crate::clock::now_us;
-use crate::delivery::breaker::{BreakerState, CircuitBreaker};
+use crate::delivery::breaker::{BreakerState, CircuitBreaker, OwnedPermit};
 use crate::delivery::budget::RetryBudget;
 use crate::delivery::classify::Outcome;
 use crate::delivery::config::SinkConfig;
-use crate::delivery::lanes::{lane_of, PendingRetries};
+use crate::delivery::plan::{Plan, PlanAsk};
 use crate::delivery::routes::Routes;
-use crate::delivery::settle::{settle_batch, InFlight, Tally};
+use crate::delivery::settle::Tally;
 use crate::delivery::sink::{Sink, SinkResponse};
-use crate::error::{ControlError, StoreError};
+use crate::delivery::turn::{idle_pause_ms, Call, Mirror, IDLE_POLL_MS};
+use crate::error::ControlError;
 use crate::journal::Journal;
 use crate::metrics as m;
 use crate::model::RecordedEvent;
-use crate::store::delivery::{DeliveryWrite, DlqReason, RetryRow, Settle};
+use crate::store::delivery::{DeliveryWrite, DlqReason, Settle};
 use crate::store::Store;
 
-/// A turn scans at most this many times `events_max` new events, so a sink
-/// whose routes match little of the log still makes bounded progress.
-pub const SCAN_EVENTS_MAX_FACTOR: usize = 4;
+mod reads;
+
+pub use crate::delivery::plan::SCAN_EVENTS_MAX_FACTOR;
+pub use reads::{load_state, plan_batch, plan_limits, turn_context};
 
 /// How often an idle dispatcher looks for new events even when no commit
 /// wakes it (it also wakes on every commit, through
 /// [`Journal::committed_head`]).
-pub const IDLE_POLL: Duration = Duration::from_millis(100);
+pub const IDLE_POLL: Duration = Duration::from_millis(IDLE_POLL_MS);
 
 /// How long a dispatcher backs off after its settle failed.
 const SETTLE_FAILURE_PAUSE: Duration = Duration::from_millis(500);
 
-/// Rough per-event overhead of the batch body beyond payload and metadata,
-/// used for the `bytes_max` bound.
-const EVENT_OVERHEAD_BYTES: usize = 400;
+/// How long a dispatcher waits after the breaker refused a turn.
+const NOT_PERMITTED_PAUSE: Duration = Duration::from_millis(50);
 
 /// How the engine asks dispatchers to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,165 +90,25 @@ pub struct SinkRuntime {
     pub retry_rows: AtomicU64,
 }
 
-/// Loads a sink's state: its cursor and every retry row.
-fn load_state<S: Store>(store: &S, sink_id: i64) -> Result<(u64, PendingRetries), StoreError> {
-    let cursor = store
-        .sinks()?
-        .into_iter()
-        .find(|s| s.sink_id == sink_id)
-        .map_or(0, |s| s.cursor_position);
-    let mut rows = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.retry_rows(sink_id, after, 10_000)?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        rows.extend(page);
-    }
-    Ok((cursor, PendingRetries::from_rows(rows)))
+/// The age of each delivered event of a batch at `done_unix_ms`, in
+/// seconds, for the latency histogram.
+fn delivered_ages_s(
+    events: &[RecordedEvent],
+    response: &SinkResponse,
+    done_unix_ms: u64,
+) -> Vec<f64> {
+    events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| response.outcome_of(*i) == Outcome::Delivered)
+        .map(|(_, e)| {
+            let age_us = (i128::from(done_unix_ms) * 1000 - i128::from(e.created_at_us)).max(0);
+            age_us as f64 / 1e6
+        })
+        .collect()
 }
 
-/// One planned batch.
-#[derive(Default)]
-struct Plan {
-    events: Vec<RecordedEvent>,
-    items: Vec<InFlight>,
-    /// New events that wait behind a blocked lane.
-    parked: Vec<RetryRow>,
-    /// The cursor after this batch, when it moves.
-    cursor_to: Option<u64>,
-}
-
-impl Plan {
-    fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.parked.is_empty() && self.cursor_to.is_none()
-    }
-}
-
-/// What a turn asks of [`plan_batch`].
-struct PlanAsk {
-    /// The sink's cursor.
-    cursor: u64,
-    /// Due retry rows to send, in order (budget already spent).
-    due: Vec<u64>,
-    /// Whether to take new events after the retries.
-    allow_new: bool,
-    now_unix_ms: u64,
-}
-
-/// Reads what the plan needs. Blocking: runs on the blocking pool.
-fn plan_batch<S: Store>(
-    store: &S,
-    rt: &SinkRuntime,
-    routes: &Routes,
-    pending: &PendingRetries,
-    ask: &PlanAsk,
-) -> Result<Plan, StoreError> {
-    let PlanAsk {
-        cursor,
-        ref due,
-        allow_new,
-        now_unix_ms,
-    } = *ask;
-    let cfg = &rt.config;
-    let mut plan = Plan::default();
-    let mut bytes = 0usize;
-    let size = |e: &RecordedEvent| {
-        e.payload.len()
-            + e.metadata
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
-            + EVENT_OVERHEAD_BYTES
-    };
-    for &p in due {
-        let Some(row) = pending.get(p) else { continue };
-        let Some(event) = store.event_at(p)? else {
-            return Err(StoreError::Corrupt(format!(
-                "sink {} has a retry row for position {p}, which holds no event",
-                cfg.name
-            )));
-        };
-        let b = size(&event);
-        if !plan.events.is_empty() && bytes + b > cfg.batch.bytes_max {
-            break;
-        }
-        bytes += b;
-        plan.items.push(InFlight {
-            position: p,
-            event_id: event.id,
-            lane: row.lane.clone(),
-            prior: Some(row.clone()),
-        });
-        plan.events.push(event);
-    }
-    let room = cfg.batch.events_max.saturating_sub(plan.events.len());
-    if room == 0 || !allow_new || pending.len() >= cfg.retry_rows_max {
-        return Ok(plan);
-    }
-    // Read in chunks of the room left, so a sink whose routes match most
-    // events reads about one batch, and one that matches little still scans
-    // at most SCAN_EVENTS_MAX_FACTOR batches' worth per turn.
-    let scan_max = cfg.batch.events_max * SCAN_EVENTS_MAX_FACTOR;
-    let mut scanned = 0usize;
-    let mut next = cursor.saturating_add(1);
-    let mut parked_lanes = std::collections::HashSet::new();
-    let rows_room = cfg.retry_rows_max - pending.len();
-    'scan: while scanned < scan_max {
-        let room = cfg
-            .batch
-            .events_max
-            .saturating_sub(plan.events.len())
-            .max(1);
-        let chunk = store.read_all(next, room.min(scan_max - scanned))?;
-        let Some(last) = chunk.last() else { break };
-        next = last.position.saturating_add(1);
-        scanned += chunk.len();
-        for event in chunk {
-            if !routes.matches(&cfg.name, &event.stream) {
-                plan.cursor_to = Some(event.position);
-                continue;
-            }
-            let lane = lane_of(&event);
-            if pending.is_blocked(&lane) || parked_lanes.contains(&lane) {
-                if plan.parked.len() >= rows_room {
-                    break 'scan;
-                }
-                plan.parked.push(RetryRow {
-                    position: event.position,
-                    lane: lane.clone(),
-                    attempts: 0,
-                    first_failure_unix_ms: now_unix_ms,
-                    next_attempt_unix_ms: 0,
-                    last_error: "waiting behind an earlier event of its lane".into(),
-                });
-                parked_lanes.insert(lane);
-                plan.cursor_to = Some(event.position);
-                continue;
-            }
-            let b = size(&event);
-            if plan.events.len() >= cfg.batch.events_max
-                || (!plan.events.is_empty() && bytes + b > cfg.batch.bytes_max)
-            {
-                break 'scan;
-            }
-            bytes += b;
-            plan.cursor_to = Some(event.position);
-            plan.items.push(InFlight {
-                position: event.position,
-                event_id: event.id,
-                lane,
-                prior: None,
-            });
-            plan.events.push(event);
-        }
-        if plan.events.len() >= cfg.batch.events_max {
-            break;
-        }
-    }
-    Ok(plan)
-}
-
+/// The wall clock, read once per turn (and once when a call ends).
 fn unix_ms() -> u64 {
     u64::try_from(now_us() / 1000).unwrap_or(0)
 }
@@ -274,6 +140,7 @@ async fn send(
     }
 }
 
+/// Counts and logs a breaker transition.
 fn record_transition(sink: &str, t: Option<crate::delivery::breaker::Transition>) {
     if let Some(t) = t {
         metrics::counter!(m::BREAKER_TRANSITIONS_TOTAL, "sink" => sink.to_string(), "to" => t.to.as_str())
@@ -290,6 +157,7 @@ struct Settling {
 }
 
 /// What awaiting a settle found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Settled {
     /// Committed (or there was nothing to commit).
     Ok,
@@ -354,277 +222,323 @@ pub async fn run<S: Store>(
     journal: Journal<S>,
     rt: Arc<SinkRuntime>,
     routes: Arc<Routes>,
-    mut stop: watch::Receiver<StopMode>,
+    stop: watch::Receiver<StopMode>,
     dlq_added: Arc<Notify>,
 ) {
-    let name = rt.config.name.clone();
-    let store = Arc::clone(journal.store());
-    let mut budget = match RetryBudget::new(&rt.config.budget) {
+    let budget = match RetryBudget::new(&rt.config.budget) {
         Ok(b) => b,
         Err(e) => {
+            let name = &rt.config.name;
             tracing::error!(sink = %name, error = %e, "invalid retry budget; dispatcher not started");
             return;
         }
     };
-    let mut state: Option<(u64, PendingRetries)> = None;
-    let mut settling: Option<Settling> = None;
-    let mut head = journal.committed_head();
-    let mut idle = false;
-    // Consecutive failed settles, for the back-off before reloading.
-    let mut reloads: u32 = 0;
-    // Waits for the previous settle; on a failed one, backs off and starts
-    // the turn again from a reloaded mirror (`state` is `None` by then).
-    macro_rules! settle_previous {
-        () => {
-            match finish(&name, settling.take(), &dlq_added).await {
-                Settled::Stop => return,
-                Settled::Reload => {
-                    reload_pause(&rt, &mut stop, &mut reloads).await;
-                    continue;
-                }
-                Settled::Ok => {}
-            }
-        };
+    let mut driver = Driver {
+        store: Arc::clone(journal.store()),
+        head: journal.committed_head(),
+        journal,
+        rt,
+        routes,
+        stop,
+        dlq_added,
+        budget,
+        mirror: None,
+        settling: None,
+        idle: false,
+        reloads: 0,
+    };
+    while driver.turn().await == Flow::Next {}
+}
+
+/// What the driver does after a step: explicit, instead of a hidden
+/// `continue` or `return`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Start the next turn.
+    Next,
+    /// Stop the dispatcher.
+    Stop,
+}
+
+/// A planned batch with what it was planned under.
+struct Planned {
+    plan: Plan,
+    mirror: Mirror,
+    permit: OwnedPermit,
+}
+
+/// The dispatcher's state between turns.
+struct Driver<S: Store> {
+    journal: Journal<S>,
+    store: Arc<S>,
+    rt: Arc<SinkRuntime>,
+    routes: Arc<Routes>,
+    stop: watch::Receiver<StopMode>,
+    dlq_added: Arc<Notify>,
+    head: watch::Receiver<u64>,
+    budget: RetryBudget,
+    /// The mirror between turns; `None` when it must be loaded from the
+    /// store (at start, after a failed settle, on a reload request).
+    mirror: Option<Mirror>,
+    settling: Option<Settling>,
+    /// The last turn found nothing to do.
+    idle: bool,
+    /// Consecutive failed settles, for the back-off before reloading.
+    reloads: u32,
+}
+
+impl<S: Store> Driver<S> {
+    fn name(&self) -> &str {
+        &self.rt.config.name
     }
-    loop {
-        if *stop.borrow() != StopMode::Run {
+
+    /// One turn: admission and due rows, plan, then idle or deliver.
+    async fn turn(&mut self) -> Flow {
+        if *self.stop.borrow() != StopMode::Run {
             // Drain: the last settle must commit before we go.
-            let _ = finish(&name, settling.take(), &dlq_added).await;
-            return;
+            let _ = finish(&self.rt.config.name, self.settling.take(), &self.dlq_added).await;
+            return Flow::Stop;
         }
-        if rt.reload.swap(false, Ordering::AcqRel) {
-            match finish(&name, settling.take(), &dlq_added).await {
-                Settled::Stop => return,
-                Settled::Ok | Settled::Reload => state = None,
+        if self.rt.reload.swap(false, Ordering::AcqRel) {
+            if finish(&self.rt.config.name, self.settling.take(), &self.dlq_added).await
+                == Settled::Stop
+            {
+                return Flow::Stop;
             }
+            self.mirror = None;
         }
-        let (cursor, pending) = match state.take() {
-            Some(s) => s,
-            None => {
-                let st = Arc::clone(&store);
-                let id = rt.sink_id;
-                match tokio::task::spawn_blocking(move || load_state(&*st, id)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::error!(sink = %name, error = %e, "cannot load delivery state; retrying");
-                        wait(&rt, &mut stop, SETTLE_FAILURE_PAUSE).await;
-                        continue;
-                    }
-                    Err(_) => return,
-                }
-            }
+        let mirror = match self.mirror_or_load().await {
+            Ok(m) => m,
+            Err(flow) => return flow,
         };
-        rt.cursor.store(cursor, Ordering::Relaxed);
-        rt.retry_rows.store(pending.len() as u64, Ordering::Relaxed);
-        metrics::gauge!(m::DELIVERY_PENDING_EVENTS, "sink" => name.clone())
-            .set(pending.len() as f64);
+        self.publish(&mirror);
         let now = unix_ms();
-        record_transition(&name, rt.breaker.poll(now));
-        metrics::gauge!(m::BREAKER_STATE, "sink" => name.clone())
+        let rt = Arc::clone(&self.rt);
+        let start =
+            turn_context(rt.sink_id, &rt.config, &rt.breaker).begin(&mirror, &mut self.budget, now);
+        record_transition(self.name(), start.polled);
+        metrics::gauge!(m::BREAKER_STATE, "sink" => self.name().to_string())
             .set(f64::from(rt.breaker.state_code()));
-        let permit = match rt.breaker.try_acquire_owned(now) {
-            Ok(p) => p,
-            Err(_) => {
-                metrics::counter!(m::BREAKER_NOT_PERMITTED_TOTAL, "sink" => name.clone())
-                    .increment(1);
-                settle_previous!();
-                state = Some((cursor, pending));
-                wait(&rt, &mut stop, Duration::from_millis(50)).await;
-                continue;
-            }
+        let Ok((permit, ask)) = start.admitted else {
+            return self.not_permitted(mirror).await;
         };
-        // Retries first: due lane heads, each retry spending the budget.
-        // The budget counts retry *requests* (as Finagle's does): a batch
-        // that carries retries spends one token, however many it carries.
-        // Refused, the batch keeps only rows that are not retries (parked
-        // rows and requeued dead letters), skipping every lane whose head is
-        // a retry so that nothing overtakes it; other lanes still go.
-        let candidates = pending.due(now, rt.config.batch.events_max);
-        let has_retry = candidates
-            .iter()
-            .any(|p| pending.get(*p).is_some_and(|r| r.attempts > 0));
-        let retries_allowed = !has_retry || budget.try_spend_retry(now);
-        let mut due = Vec::with_capacity(candidates.len());
-        let mut refused: std::collections::HashSet<&str> = Default::default();
-        for p in candidates {
-            let Some(row) = pending.get(p) else { continue };
-            if refused.contains(row.lane.as_str()) {
-                continue;
-            }
-            if row.attempts > 0 && !retries_allowed {
-                refused.insert(row.lane.as_str());
-                continue;
-            }
-            due.push(p);
-        }
-        drop(refused);
-        if idle && rt.config.batch.linger_ms > 0 {
+        if self.idle && rt.config.batch.linger_ms > 0 {
             // Work may have just arrived after a quiet spell: linger so the
             // batch fills.
             tokio::time::sleep(Duration::from_millis(rt.config.batch.linger_ms)).await;
         }
-        // A HalfOpen trial call carries due retries only, when there are
-        // any: if it fails, new events would only be parked behind them.
-        let allow_new = due.is_empty() || permit.state() != BreakerState::HalfOpen;
-        let (st, rt2, routes2) = (Arc::clone(&store), Arc::clone(&rt), Arc::clone(&routes));
-        let planned = tokio::task::spawn_blocking(move || {
-            let ask = PlanAsk {
-                cursor,
-                due,
-                allow_new,
-                now_unix_ms: now,
-            };
-            let plan = plan_batch(&*st, &rt2, &routes2, &pending, &ask);
-            (plan, pending)
-        })
-        .await;
-        let Ok((plan, mut pending)) = planned else {
-            return;
-        };
-        let plan = match plan {
+        let planned = match self.plan(mirror, ask, permit).await {
             Ok(p) => p,
-            Err(e) => {
-                tracing::error!(sink = %name, error = %e, "cannot read events to deliver; retrying");
-                drop(permit);
-                state = Some((cursor, pending));
-                wait(&rt, &mut stop, SETTLE_FAILURE_PAUSE).await;
-                continue;
-            }
+            Err(flow) => return flow,
         };
-        if plan.is_empty() {
-            drop(permit);
-            settle_previous!();
-            idle = true;
-            // Something due but held back (budget) waits a full poll, not a
-            // spin; otherwise wake when the next retry is due.
-            let pause = pending.next_due_unix_ms().map_or(IDLE_POLL, |d| {
-                if d <= now {
-                    IDLE_POLL
-                } else {
-                    Duration::from_millis(d - now).min(IDLE_POLL)
-                }
-            });
-            state = Some((cursor, pending));
-            // New events wake us at once; otherwise the next due retry does.
-            tokio::select! {
-                _ = wait(&rt, &mut stop, pause.max(Duration::from_millis(1))) => {}
-                changed = head.changed() => {
-                    if changed.is_err() {
-                        return; // The writer is gone: nothing new can come.
-                    }
-                }
-            }
-            continue;
+        if planned.plan.is_empty() {
+            drop(planned.permit);
+            return self.idle_wait(planned.mirror, now).await;
         }
-        idle = false;
+        self.idle = false;
         // The previous batch's settle commits before this batch is sent:
         // settles stay in order, and at most one sent batch is ever
         // unsettled, so a crash re-sends only the batch in flight. The
-        // settle's commit still overlaps this batch's planning.
-        settle_previous!();
-        let mut tally = None;
-        let mut settle = if plan.events.is_empty() {
-            drop(permit);
-            Settle {
-                sink_id: rt.sink_id,
-                ..Settle::default()
+        // settle's commit still overlapped this batch's planning.
+        match self.settle_previous().await {
+            Settled::Ok => self.deliver(planned).await,
+            Settled::Stop => Flow::Stop,
+            // The mirror is stale: drop it with the plan; the next turn reloads.
+            Settled::Reload => Flow::Next,
+        }
+    }
+
+    /// The mirror kept from the last turn, or a fresh one from the store.
+    async fn mirror_or_load(&mut self) -> Result<Mirror, Flow> {
+        if let Some(m) = self.mirror.take() {
+            return Ok(m);
+        }
+        let (store, id) = (Arc::clone(&self.store), self.rt.sink_id);
+        match tokio::task::spawn_blocking(move || load_state(&*store, id)).await {
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(e)) => {
+                tracing::error!(sink = %self.name(), error = %e, "cannot load delivery state; retrying");
+                wait(&self.rt, &mut self.stop, SETTLE_FAILURE_PAUSE).await;
+                Err(Flow::Next)
             }
-        } else {
-            // An operator may have forced the circuit open while this batch
-            // was planned: honour it before sending (nothing is persisted yet).
-            if rt.breaker.state() == BreakerState::ForcedOpen {
+            Err(_) => Err(Flow::Stop),
+        }
+    }
+
+    /// Publishes the mirror's numbers for status and metrics.
+    fn publish(&self, mirror: &Mirror) {
+        self.rt.cursor.store(mirror.cursor, Ordering::Relaxed);
+        let rows = mirror.pending.len();
+        self.rt.retry_rows.store(rows as u64, Ordering::Relaxed);
+        metrics::gauge!(m::DELIVERY_PENDING_EVENTS, "sink" => self.name().to_string())
+            .set(rows as f64);
+    }
+
+    /// The breaker refused the turn: settle the previous batch and wait.
+    async fn not_permitted(&mut self, mirror: Mirror) -> Flow {
+        metrics::counter!(m::BREAKER_NOT_PERMITTED_TOTAL, "sink" => self.name().to_string())
+            .increment(1);
+        match self.settle_previous().await {
+            Settled::Ok => {}
+            Settled::Stop => return Flow::Stop,
+            Settled::Reload => return Flow::Next,
+        }
+        self.mirror = Some(mirror);
+        wait(&self.rt, &mut self.stop, NOT_PERMITTED_PAUSE).await;
+        Flow::Next
+    }
+
+    /// Plans on the blocking pool. On a read error the permit is given
+    /// back, the mirror kept, and the turn retried after a pause.
+    async fn plan(
+        &mut self,
+        mirror: Mirror,
+        ask: PlanAsk,
+        permit: OwnedPermit,
+    ) -> Result<Planned, Flow> {
+        let (store, rt, routes) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.rt),
+            Arc::clone(&self.routes),
+        );
+        let planned = tokio::task::spawn_blocking(move || {
+            let plan = plan_batch(&*store, &rt.config, &routes, &mirror.pending, &ask);
+            (plan, mirror)
+        })
+        .await;
+        let Ok((plan, mirror)) = planned else {
+            return Err(Flow::Stop);
+        };
+        match plan {
+            Ok(plan) => Ok(Planned {
+                plan,
+                mirror,
+                permit,
+            }),
+            Err(e) => {
+                tracing::error!(sink = %self.name(), error = %e, "cannot read events to deliver; retrying");
                 drop(permit);
-                state = Some((cursor, pending));
-                continue;
+                self.mirror = Some(mirror);
+                wait(&self.rt, &mut self.stop, SETTLE_FAILURE_PAUSE).await;
+                Err(Flow::Next)
             }
-            let only_retries = plan
-                .items
-                .iter()
-                .all(|it| it.prior.as_ref().is_some_and(|r| r.attempts > 0));
-            let started = Instant::now();
-            let Some(response) = send(&rt, &plan.events, &mut stop).await else {
+        }
+    }
+
+    /// Nothing to do: settle the previous batch, then wait for a commit,
+    /// the next due retry or the idle poll, whichever comes first.
+    async fn idle_wait(&mut self, mirror: Mirror, now_unix_ms: u64) -> Flow {
+        match self.settle_previous().await {
+            Settled::Ok => {}
+            Settled::Stop => return Flow::Stop,
+            Settled::Reload => return Flow::Next,
+        }
+        self.idle = true;
+        let pause = Duration::from_millis(idle_pause_ms(
+            mirror.pending.next_due_unix_ms(),
+            now_unix_ms,
+        ));
+        self.mirror = Some(mirror);
+        tokio::select! {
+            _ = wait(&self.rt, &mut self.stop, pause) => Flow::Next,
+            changed = self.head.changed() => match changed {
+                Ok(()) => Flow::Next,
+                // The writer is gone: nothing new can come.
+                Err(_) => Flow::Stop,
+            },
+        }
+    }
+
+    /// Waits for the previous settle. After a failed one it backs off, and
+    /// the caller must drop its mirror so that the next turn reloads.
+    async fn settle_previous(&mut self) -> Settled {
+        let settled = finish(&self.rt.config.name, self.settling.take(), &self.dlq_added).await;
+        if settled == Settled::Reload {
+            reload_pause(&self.rt, &mut self.stop, &mut self.reloads).await;
+        }
+        settled
+    }
+
+    /// Sends the planned batch (if it has events), then hands its settle to
+    /// the writer and mirrors it.
+    async fn deliver(&mut self, planned: Planned) -> Flow {
+        let Planned {
+            plan,
+            mut mirror,
+            permit,
+        } = planned;
+        let (mut settle, tally) = if plan.events.is_empty() {
+            drop(permit);
+            let settle = Settle {
+                sink_id: self.rt.sink_id,
+                ..Settle::default()
+            };
+            (settle, None)
+        } else if self.rt.breaker.state() == BreakerState::ForcedOpen {
+            // An operator forced the circuit open while this batch was
+            // planned: honour it before sending (nothing is persisted yet).
+            drop(permit);
+            self.mirror = Some(mirror);
+            return Flow::Next;
+        } else {
+            match self.call(&plan, permit).await {
+                Some((settle, tally)) => (settle, Some(tally)),
                 // Aborted: this batch stays pending; the previous settle may
                 // still commit in the background.
-                return;
-            };
-            let done = unix_ms();
-            let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            budget.record_request(done);
-            let t = match response.batch {
-                // A batch of nothing but retries of lanes that already failed
-                // says little about the sink: one poisoned lane must not open
-                // the circuit for every other lane. Closed: cancel the permit.
-                // HalfOpen trials always count, so recovery is still decided.
-                Outcome::Retry {
-                    retry_after_ms: None,
-                } if only_retries && permit.state() == BreakerState::Closed => {
-                    drop(permit);
-                    None
-                }
-                Outcome::Retry { retry_after_ms } => {
-                    let t = permit.failure(took_ms, done);
-                    match retry_after_ms {
-                        Some(ms) => rt.breaker.record_retry_after(ms, done).ok().or(t),
-                        None => t,
-                    }
-                }
-                _ => permit.success(took_ms, done),
-            };
-            record_transition(&name, t);
-            metrics::counter!(m::DELIVERY_ATTEMPTS_TOTAL, "sink" => name.clone(), "result" => response.batch.result_label()).increment(1);
-            metrics::histogram!(m::DELIVERY_BATCH_EVENTS, "sink" => name.clone())
-                .record(plan.events.len() as f64);
-            if let Some(rate) = rt.breaker.failure_rate_pct(done) {
-                metrics::gauge!(m::BREAKER_FAILURE_RATE, "sink" => name.clone()).set(rate);
+                None => return Flow::Stop,
             }
-            let (s, t) = settle_batch(
-                rt.sink_id,
-                &plan.items,
-                &response,
-                done,
-                &rt.config.retry,
-                &mut || rand::random::<f64>(),
-            );
-            let ages_s: Vec<f64> = plan
-                .events
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| response.outcome_of(*i) == Outcome::Delivered)
-                .map(|(_, e)| {
-                    let age_us = (i128::from(done) * 1000 - i128::from(e.created_at_us)).max(0);
-                    age_us as f64 / 1e6
-                })
-                .collect();
-            tally = Some((t, ages_s));
-            s
         };
-        settle.cursor_to = plan.cursor_to.filter(|&c| c > cursor);
-        settle.upsert_retries.extend(plan.parked.iter().cloned());
-        reloads = 0;
+        plan.complete_settle(&mut settle, mirror.cursor);
+        self.reloads = 0;
         // Mirror the settle now; if it fails to commit, the mirror is
         // dropped and reloaded (see `finish`).
-        for p in &settle.delete_retries {
-            pending.remove(*p);
-        }
-        for d in &settle.dead_letters {
-            pending.remove(d.position);
-        }
-        for r in &settle.upsert_retries {
-            pending.upsert(r.clone());
-        }
-        let cursor = settle.cursor_to.unwrap_or(cursor);
+        mirror.apply(&settle);
+        self.mirror = Some(mirror);
         let dead_letters = settle.dead_letters.len();
-        let j = journal.clone();
-        settling = Some(Settling {
+        let journal = self.journal.clone();
+        self.settling = Some(Settling {
             write: tokio::spawn(async move {
-                j.write_delivery(DeliveryWrite::Settle(settle))
+                journal
+                    .write_delivery(DeliveryWrite::Settle(settle))
                     .await
                     .map(|_| ())
             }),
             tally,
             dead_letters,
         });
-        state = Some((cursor, pending));
+        Flow::Next
+    }
+
+    /// Makes the call and concludes it. `None` when told to abort.
+    async fn call(
+        &mut self,
+        plan: &Plan,
+        permit: OwnedPermit,
+    ) -> Option<(Settle, (Tally, Vec<f64>))> {
+        let started = Instant::now();
+        let response = send(&self.rt, &plan.events, &mut self.stop).await?;
+        let done = unix_ms();
+        let call = Call {
+            items: &plan.items,
+            response: &response,
+            took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            done_unix_ms: done,
+        };
+        let rt = Arc::clone(&self.rt);
+        let ctx = turn_context(rt.sink_id, &rt.config, &rt.breaker);
+        let concluded = ctx.conclude(permit, call, &mut self.budget, &mut || {
+            rand::random::<f64>()
+        });
+        let name = self.name();
+        record_transition(name, concluded.transition);
+        metrics::counter!(m::DELIVERY_ATTEMPTS_TOTAL, "sink" => name.to_string(), "result" => response.batch.result_label()).increment(1);
+        metrics::histogram!(m::DELIVERY_BATCH_EVENTS, "sink" => name.to_string())
+            .record(plan.events.len() as f64);
+        if let Some(rate) = rt.breaker.failure_rate_pct(done) {
+            metrics::gauge!(m::BREAKER_FAILURE_RATE, "sink" => name.to_string()).set(rate);
+        }
+        let ages_s = delivered_ages_s(&plan.events, &response, done);
+        Some((concluded.settle, (concluded.tally, ages_s)))
     }
 }
 

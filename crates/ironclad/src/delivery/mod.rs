@@ -3,13 +3,14 @@
 //!
 //! The decisions live in the decision core and are re-exported here under
 //! their old paths: [`classify`], [`retry`], [`budget`], [`breaker`],
-//! [`lanes`], [`settle`], [`routes`], [`signature`]. This module holds the
-//! shells around them: [`sinks`] (HTTP, JSONL, log), the per-sink
-//! [`dispatcher`], the [`engine`] that runs them, [`dlq`] operations, the
-//! DLQ [`archive`], the [`config`] loader and [`status`].
+//! [`lanes`], [`plan`], [`turn`], [`settle`], [`routes`], [`signature`].
+//! This module holds the shells around them: [`sinks`] (HTTP, JSONL, log),
+//! the per-sink [`dispatcher`] (a driver of [`turn`] and [`plan`]), the
+//! [`engine`] that runs them, [`dlq`] operations, the DLQ [`archive`], the
+//! [`config`] loader and [`status`].
 
 pub use ironclad_core::delivery::{
-    breaker, budget, classify, lanes, response, retry, routes, settle, signature, state,
+    breaker, budget, classify, lanes, plan, response, retry, routes, settle, signature, state, turn,
 };
 
 pub mod archive;
