@@ -4,6 +4,7 @@
 //! equal the store's own accounting, and the breaker and DLQ gauges exist.
 //! One test only: the recorder is global to this binary.
 
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;

@@ -6,6 +6,7 @@
 //! per queued append; the queue capacity gauges equal the configuration and
 //! the depth gauge returns to 0. One test only: the recorder is global.
 
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;

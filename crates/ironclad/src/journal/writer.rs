@@ -304,7 +304,7 @@ fn answer(outcomes: Vec<crate::store::AppendOutcome>, waiters: Vec<Waiter>, done
     assert_eq!(outcomes.len(), waiters.len(), "one outcome per append");
     let ack_latency = metrics::histogram!(m::ACK_LATENCY_SECONDS);
     let mut appended = 0u64;
-    for (outcome, (ack, enqueued, _permits)) in outcomes.into_iter().zip(waiters) {
+    for (outcome, (ack, enqueued, permits)) in outcomes.into_iter().zip(waiters) {
         let reply = match outcome {
             Ok(r) => {
                 if r.status == AppendStatus::Appended {
@@ -324,6 +324,10 @@ fn answer(outcomes: Vec<crate::store::AppendOutcome>, waiters: Vec<Waiter>, done
             }
         };
         ack_latency.record((done - enqueued).as_secs_f64());
+        // Capacity returns before the ack, so a caller that was just acked
+        // finds the room its own append held (a `try_append` right after
+        // the ack must not see `Full` because of it).
+        drop(permits);
         let _ = ack.send(reply);
     }
     metrics::counter!(m::APPENDED_EVENTS_TOTAL).increment(appended);

@@ -7,7 +7,7 @@
 //! them; the ledger verifies all 128,000 events. All of it must still hold
 //! after shutdown and reopen.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

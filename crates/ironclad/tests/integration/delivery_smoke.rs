@@ -1,7 +1,7 @@
 //! First end-to-end delivery check: a real journal, a real HTTP receiver on
 //! loopback, the real engine.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -8,8 +8,8 @@
 //! - ForcedOpen stops every request and survives a restart; Close resumes.
 //! - Disabled never trips, however bad the sink.
 
-mod common;
-mod delivery_harness;
+use crate::common;
+use crate::delivery_harness;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

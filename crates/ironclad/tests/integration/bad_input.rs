@@ -11,7 +11,7 @@
 //! queued before it were drained. Bad configurations and bad read arguments
 //! are typed errors too.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

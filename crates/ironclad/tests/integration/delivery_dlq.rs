@@ -10,8 +10,8 @@
 //! Conservation counts archived entries as dead-lettered
 //! (`common::accounting`).
 
-mod common;
-mod delivery_harness;
+use crate::common;
+use crate::delivery_harness;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

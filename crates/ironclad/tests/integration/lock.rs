@@ -7,7 +7,7 @@
 //! everything queued before it, `wal_checkpoint` truncates the WAL, and
 //! `LogReader::open_sqlite` reads (and verifies) while the journal is open.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -211,7 +211,7 @@ fn lock_child() {
 async fn another_process_gets_locked_by_its_pid_until_killed() {
     let tmp = common::tempdir();
     let dir = common::data_dir(&tmp);
-    let mut child = common::spawn_self("lock_child", &[(CHILD_ENV, dir.to_str().unwrap())]);
+    let mut child = common::spawn_self("lock::lock_child", &[(CHILD_ENV, dir.to_str().unwrap())]);
     let stdout = child.stdout.take().unwrap();
     let holding = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)

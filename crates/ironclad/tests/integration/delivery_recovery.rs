@@ -10,8 +10,8 @@
 //! - Delivery writes failing in the store lose and double-count nothing:
 //!   the batch is simply sent again once the store recovers.
 
-mod common;
-mod delivery_harness;
+use crate::common;
+use crate::delivery_harness;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

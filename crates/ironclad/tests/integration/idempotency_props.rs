@@ -12,7 +12,7 @@
 //! exactly once, and a retry with the original expected version is answered
 //! by idempotency, not by the (since moved) version check.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

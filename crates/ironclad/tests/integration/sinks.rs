@@ -4,7 +4,7 @@
 //! connection. `JsonlSink` against the real file system. Events are real:
 //! appended with a `Journal` and read back.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

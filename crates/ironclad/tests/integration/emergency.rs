@@ -8,7 +8,7 @@
 //! new `emergency/` entry (checked through `ironclad::durable::record_ops`,
 //! since only power loss would show its absence).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

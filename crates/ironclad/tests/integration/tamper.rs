@@ -9,7 +9,7 @@
 //! (`HeadMismatch`). Edits are made with a separate rusqlite connection to
 //! the closed journal's file, as an attacker with file access would.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

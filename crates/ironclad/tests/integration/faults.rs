@@ -7,7 +7,7 @@
 //! converges, `wal_checkpoint` reports readers that block WAL truncation, and
 //! `created_at` never runs backwards along positions, even across restarts.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -5,8 +5,8 @@
 //! event of entity `bad` (a per-event retry result) while the other
 //! entities are accepted.
 
-mod common;
-mod delivery_harness;
+use crate::common;
+use crate::delivery_harness;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

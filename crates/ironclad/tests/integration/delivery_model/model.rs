@@ -33,7 +33,7 @@ use ironclad::delivery::plan::Plan;
 use ironclad::delivery::sink::SinkResponse;
 use ironclad::store::delivery::RetryRow;
 
-use crate::sut::{TurnRecord, DELAY_MS_MAX, RETRY_AFTER_MS_CAP};
+use super::sut::{TurnRecord, DELAY_MS_MAX, RETRY_AFTER_MS_CAP};
 
 /// Where one event stands for the sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

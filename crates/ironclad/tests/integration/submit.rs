@@ -6,7 +6,7 @@
 //! refuses all new work. The store is the real SQLite store wrapped by the
 //! fault-injecting `FlakyStore`; the dump is written to the real disk.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

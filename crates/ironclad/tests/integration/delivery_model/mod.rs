@@ -13,8 +13,7 @@
 //! (appended = delivered + dead-lettered + pending, `common::accounting`);
 //! and the dispatcher's breaker against the model's reference breaker.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 mod model;
 mod sut;
 

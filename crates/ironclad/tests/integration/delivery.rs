@@ -14,8 +14,8 @@
 //! shutdown and store failures are in `delivery_recovery.rs`, the DLQ's
 //! bounds in `delivery_dlq.rs`, the breaker in `delivery_breaker.rs`.
 
-mod common;
-mod delivery_harness;
+use crate::common;
+use crate::delivery_harness;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -34,7 +34,7 @@
 //! child. Conversely, a killed child's last batch that the receiver applied
 //! but answered only after the child was dead must have been sent again.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -495,7 +495,7 @@ fn sigkill_mid_delivery_conserves_and_only_resends_the_batch_in_flight() {
     for round in 0..ROUNDS {
         let round_text = round.to_string();
         let mut child = common::spawn_self(
-            "delivery_crash_child",
+            "delivery_crash::delivery_crash_child",
             &[
                 (DIR_ENV, &dir_text),
                 (URL_ENV, &url),

@@ -6,7 +6,7 @@
 //! after the limit is gone every acknowledged event is present, nothing is
 //! partly visible, the ledger verifies, and the journal accepts appends again.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -71,7 +71,7 @@ fn a_full_disk_never_acknowledges_and_loses_nothing() {
         .arg(exe)
         .args([
             "--exact",
-            "disk_full_child",
+            "disk_full::disk_full_child",
             "--nocapture",
             "--test-threads=1",
         ])

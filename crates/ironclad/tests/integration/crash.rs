@@ -7,7 +7,7 @@
 //! contiguous per stream; the ledger verifies; the directory lock was
 //! released by the kernel. Repeated 20+ times on one accumulating directory.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -233,7 +233,7 @@ fn sigkill_never_loses_acked_or_exposes_partial_appends() {
     let mut acks_per_round = Vec::with_capacity(ROUNDS);
 
     for round in 0..ROUNDS {
-        let mut child = common::spawn_self("crash_child", &[(CHILD_ENV, &dir_text)]);
+        let mut child = common::spawn_self("crash::crash_child", &[(CHILD_ENV, &dir_text)]);
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {

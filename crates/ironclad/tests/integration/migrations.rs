@@ -7,7 +7,7 @@
 //! version; a legacy row that cannot be carried over fails the open and
 //! leaves the legacy data exactly as it was.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
