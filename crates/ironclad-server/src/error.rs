@@ -2,9 +2,13 @@
 //! "details"}}` with a stable, documented `code` (`docs/api-errors.md`).
 //! Codes are part of the API: add new ones, never rename or reuse one.
 
+use std::borrow::Cow;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 /// Every error code the API returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -254,6 +258,50 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     let mut out = rewritten.into_response();
     *out.status_mut() = status;
     out
+}
+
+/// The error envelope every failure answers with (documentation type: the
+/// server serializes [`crate::error::ApiError`], which has this shape).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorEnvelope {
+    /// The error.
+    error: ErrorObject,
+}
+
+/// The `error` object of [`ErrorEnvelope`].
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorObject {
+    /// The stable code (see `docs/`).
+    code: ErrorCodeSchema,
+    /// What happened and what to do next, for a person.
+    message: String,
+    /// Structured context, for a program (`{}` when there is none).
+    #[schema(value_type = Object)]
+    details: serde_json::Value,
+}
+
+/// The schema of [`ErrorCode`]: a string enum built from
+/// [`ErrorCode::ALL`], so new codes appear without editing this file.
+pub struct ErrorCodeSchema;
+
+impl PartialSchema for ErrorCodeSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .description(Some(
+                "A stable error code: new codes may be added, none is renamed or reused",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCodeSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ErrorCode")
+    }
 }
 
 /// Maps a refused or failed append onto its API error.

@@ -49,11 +49,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use super::{
-    blocking, check_consumer, query_error, stored_checkpoint, StreamFilter, Subscriptions,
+use super::subscriptions::{
+    check_consumer, query_error, stored_checkpoint, StreamFilter, Subscriptions,
 };
 use crate::checkpoint::CheckpointError;
 use crate::error::{ApiError, ErrorCode};
+use crate::handlers::blocking::blocking;
 
 /// The query of `GET /v1/subscribe`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -87,8 +88,8 @@ const EMPTY_READ_PAUSE: Duration = Duration::from_millis(10);
     params(SubscribeQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol: event frames follow"),
-        (status = 400, description = "Bad query, header or not a WebSocket request", body = crate::openapi::ErrorEnvelope),
-        (status = 503, description = "Too many subscriptions", body = crate::openapi::ErrorEnvelope),
+        (status = 400, description = "Bad query, header or not a WebSocket request", body = crate::error::ErrorEnvelope),
+        (status = 503, description = "Too many subscriptions", body = crate::error::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]

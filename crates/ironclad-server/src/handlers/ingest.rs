@@ -41,10 +41,11 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{require, Access};
+use crate::auth::Access;
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
-use crate::routes::subscribe::blocking;
+use crate::handlers::blocking::blocking;
+use crate::handlers::guard::require;
 use crate::state::AppState;
 
 /// Events per read page when the request gives no `limit`.

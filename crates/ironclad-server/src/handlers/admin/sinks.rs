@@ -12,9 +12,11 @@ use ironclad::delivery::status::SinkStatus;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{admin_error, bad_path, blocking, internal, json_body, no_engine};
+use super::body::json_body;
+use super::errors::{admin_error, bad_path, internal, no_engine};
 use crate::error::ApiError;
-use crate::openapi::ErrorEnvelope;
+use crate::error::ErrorEnvelope;
+use crate::handlers::blocking::blocking;
 use crate::state::AppState;
 
 /// One sink's state (the same fields as `ironclad status --json`).

@@ -17,9 +17,10 @@ use ironclad::AppendError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{bad_path, blocking, internal};
+use super::errors::{bad_path, internal};
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
+use crate::handlers::blocking::blocking;
 use crate::state::AppState;
 
 /// Most dumps one listing returns (oldest first); `truncated` says when

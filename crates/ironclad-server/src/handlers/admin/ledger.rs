@@ -13,9 +13,11 @@ use ironclad::{LedgerHead, VerifyError, VerifyOptions};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{blocking, internal, json_body};
+use super::body::json_body;
+use super::errors::internal;
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
+use crate::handlers::blocking::blocking;
 use crate::state::AppState;
 
 /// Counter: ledger verifications that found a mismatch (SPEC §9 "Ledger").

@@ -22,9 +22,11 @@ use ironclad::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{bad_path, bad_query, blocking, dlq_error, internal, json_body};
+use super::body::json_body;
+use super::errors::{admin_error, bad_path, bad_query, dlq_error, internal};
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
+use crate::handlers::blocking::blocking;
 use crate::state::AppState;
 
 /// Page size of `GET /v1/admin/dlq` when `limit` is not given.
@@ -555,13 +557,7 @@ pub async fn retry(
     let st = state.clone();
     let filter = blocking(move || selection_filter(&st, &sel)).await?;
     let (retried, engine_reloaded) = match &state.engine {
-        Some(engine) => (
-            engine
-                .dlq_retry(&filter)
-                .await
-                .map_err(super::admin_error)?,
-            true,
-        ),
+        Some(engine) => (engine.dlq_retry(&filter).await.map_err(admin_error)?, true),
         None => (
             dlq::retry(&state.journal, &filter)
                 .await

@@ -17,12 +17,13 @@ use ironclad::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{
-    blocking, check_consumer, path_error, query_error, store_error, stored_checkpoint,
-    StreamFilter, Subscriptions,
+use super::subscriptions::{
+    check_consumer, path_error, query_error, store_error, stored_checkpoint, StreamFilter,
+    Subscriptions,
 };
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
+use crate::handlers::blocking::blocking;
 
 /// Events per poll when the request gives no `limit`.
 pub const POLL_LIMIT_DEFAULT: usize = 100;
