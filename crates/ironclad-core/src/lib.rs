@@ -16,3 +16,4 @@ pub mod hash;
 pub mod ledger;
 pub mod model;
 pub mod validate;
+pub mod wire;
