@@ -162,11 +162,6 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: &'a ApiError,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = error_body(&self);
@@ -188,7 +183,14 @@ impl IntoResponse for ApiError {
 /// The JSON body of an error response, for callers that must write one by
 /// hand (the connection limiter answers before any router runs).
 pub fn error_body(error: &ApiError) -> Vec<u8> {
-    serde_json::to_vec(&Envelope { error }).unwrap_or_else(|_| {
+    let envelope = ErrorEnvelope {
+        error: ErrorObject {
+            code: error.code.as_str().to_string(),
+            message: error.message.clone(),
+            details: error.details.clone(),
+        },
+    };
+    serde_json::to_vec(&envelope).unwrap_or_else(|_| {
         br#"{"error":{"code":"internal","message":"error encoding failed","details":{}}}"#.to_vec()
     })
 }
@@ -260,27 +262,9 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     out
 }
 
-/// The error envelope every failure answers with (documentation type: the
-/// server serializes [`crate::error::ApiError`], which has this shape).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorEnvelope {
-    /// The error.
-    error: ErrorObject,
-}
-
-/// The `error` object of [`ErrorEnvelope`].
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorObject {
-    /// The stable code (see `docs/`).
-    code: ErrorCodeSchema,
-    /// What happened and what to do next, for a person.
-    message: String,
-    /// Structured context, for a program (`{}` when there is none).
-    #[schema(value_type = Object)]
-    details: serde_json::Value,
-}
+/// The error envelope every failure answers with: the wire contract's
+/// (the server writes it from an [`ApiError`], the client reads it back).
+pub use ironclad_core::wire::{ErrorEnvelope, ErrorObject};
 
 /// The schema of [`ErrorCode`]: a string enum built from
 /// [`ErrorCode::ALL`], so new codes appear without editing this file.
@@ -359,13 +343,7 @@ impl From<ironclad::ReadError> for ApiError {
 /// An expected version as the API writes it: `"any"`, `"no_stream"`,
 /// `"stream_exists"` or a number.
 pub fn expected_to_json(e: ironclad::ExpectedVersion) -> serde_json::Value {
-    use ironclad::ExpectedVersion as E;
-    match e {
-        E::Any => "any".into(),
-        E::NoStream => "no_stream".into(),
-        E::StreamExists => "stream_exists".into(),
-        E::Exact(v) => v.into(),
-    }
+    serde_json::to_value(ironclad_core::wire::WireExpected::from(e)).unwrap_or_default()
 }
 
 fn validation_error(v: ironclad::ValidationError) -> ApiError {

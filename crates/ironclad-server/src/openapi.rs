@@ -13,6 +13,7 @@
 use std::sync::OnceLock;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorCodeSchema, ErrorEnvelope, ErrorObject};
@@ -55,7 +56,7 @@ use crate::error::{ErrorCodeSchema, ErrorEnvelope, ErrorObject};
         crate::handlers::subscribe::poll::consumer_ack,
     ),
     components(schemas(ErrorEnvelope, ErrorObject, ErrorCodeSchema)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ErrorCodes),
     tags(
         (name = "ingest", description = "Append and read events (producer; reads also consumer)"),
         (name = "subscribe", description = "WebSocket subscriptions, checkpoints, long-polling (consumer)"),
@@ -82,6 +83,23 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Points the error object's `code` at the `ErrorCode` enum: the wire
+/// contract declares it a string (a client must accept codes added later),
+/// while the document lists the codes this server answers with.
+struct ErrorCodes;
+
+impl Modify for ErrorCodes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("ErrorObject") {
+            object.properties.insert(
+                "code".to_string(),
+                RefOr::Ref(Ref::from_schema_name("ErrorCode")),
+            );
+        }
     }
 }
 

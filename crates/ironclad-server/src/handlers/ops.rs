@@ -18,9 +18,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ironclad::store::Store;
 use ironclad::Journal;
+use ironclad_core::wire::HealthResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::auth::Access;
 use crate::error::ErrorEnvelope;
@@ -91,13 +90,6 @@ pub fn install_metrics_recorder() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
-}
-
-/// `/healthz` and `/readyz` answer.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct HealthResponse {
-    /// `ok` (healthz) or `ready` (readyz).
-    pub status: String,
 }
 
 /// The group's routes: `/metrics` behind [`Access::Admin`], the rest open.

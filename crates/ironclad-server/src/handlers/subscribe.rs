@@ -45,9 +45,9 @@ use crate::config::SubscribeConfig;
 use crate::handlers::guard::require;
 use crate::state::AppState;
 
-pub use poll::{consumer, consumer_ack, poll, AckRequest, ConsumerBody, PollPage, PollQuery};
+pub use poll::{consumer, consumer_ack, poll};
 pub use subscriptions::Subscriptions;
-pub use ws::{subscribe, SubscribeQuery};
+pub use ws::subscribe;
 
 /// The group's routes, with the default [`SubscribeConfig`].
 pub fn router(state: AppState) -> Router {

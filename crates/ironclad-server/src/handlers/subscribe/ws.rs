@@ -45,6 +45,7 @@ use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ironclad::RecordedEvent;
+use ironclad_core::wire::SubscribeQuery;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -55,19 +56,6 @@ use super::subscriptions::{
 use crate::checkpoint::CheckpointError;
 use crate::error::{ApiError, ErrorCode};
 use crate::handlers::blocking::blocking;
-
-/// The query of `GET /v1/subscribe`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct SubscribeQuery {
-    /// The consumer's name; its checkpoint is kept and resumed from.
-    pub consumer: Option<String>,
-    /// Start after this position (overrides `Last-Event-ID` and the
-    /// checkpoint).
-    pub from: Option<u64>,
-    /// Only streams matching this glob.
-    pub streams: Option<String>,
-}
 
 /// Longest close reason: a close frame's payload is at most 125 bytes, two
 /// of them the code.
