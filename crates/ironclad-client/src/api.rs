@@ -305,18 +305,7 @@ impl Client {
 
     /// `GET /v1/admin/dlq`: one page of dead letters.
     pub async fn dlq_list(&self, q: &DlqListQuery) -> Result<DlqPage, ClientError> {
-        let query = query(&[
-            ("sink", q.sink.clone()),
-            ("reason", q.reason.clone()),
-            ("stream", q.stream.clone()),
-            (
-                "failed_before_ms",
-                q.failed_before_ms.map(|t| t.to_string()),
-            ),
-            ("limit", q.limit.map(|l| l.to_string())),
-            ("after", q.after.clone()),
-        ]);
-        self.get(&format!("/v1/admin/dlq{query}")).await
+        self.get(&format!("/v1/admin/dlq{}", query(q)?)).await
     }
 
     /// `GET /v1/admin/dlq/{sink}/{position}`: one dead letter; its event's
@@ -329,15 +318,7 @@ impl Client {
     /// `GET /v1/admin/dlq/export`: the matching dead letters as JSON lines,
     /// the bytes as the server sent them.
     pub async fn dlq_export(&self, q: &DlqExportQuery) -> Result<Vec<u8>, ClientError> {
-        let query = query(&[
-            ("sink", q.sink.clone()),
-            ("reason", q.reason.clone()),
-            ("stream", q.stream.clone()),
-            (
-                "failed_before_ms",
-                q.failed_before_ms.map(|t| t.to_string()),
-            ),
-        ]);
+        let query = query(q)?;
         let req = self
             .http
             .get(self.url(&format!("/v1/admin/dlq/export{query}")));
@@ -355,17 +336,24 @@ impl Client {
     }
 }
 
-/// A query string (`?k=v&…`, or nothing) of the pairs that have a value.
-fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+/// The query string (`?k=v&…`, or nothing) of a wire query type: its
+/// fields that have a value, strings and numbers as they are.
+fn query<Q: Serialize>(q: &Q) -> Result<String, ClientError> {
+    let value = serde_json::to_value(q).map_err(|e| ClientError::Decode(e.to_string()))?;
+    let fields = value.as_object().cloned().unwrap_or_default();
+    let parts: Vec<String> = fields
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(format!("{k}={}", encode(&s))),
+            other => Some(format!("{k}={}", encode(&other.to_string()))),
+        })
         .collect();
-    if parts.is_empty() {
+    Ok(if parts.is_empty() {
         String::new()
     } else {
         format!("?{}", parts.join("&"))
-    }
+    })
 }
 
 /// Percent-encodes a path segment or query value (RFC 3986 unreserved kept).

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use ironclad::delivery::dlq::{DlqEntry, SinkDlqStats};
-use ironclad::store::delivery::{DlqReason, DlqRow, DlqStats};
+use ironclad::store::delivery::{DlqReason, DlqStats};
 use ironclad_client::wire::{
     DlqEntryBody, DlqExportQuery, DlqListQuery, DlqSelector, SinkDlqStatsBody,
 };
@@ -144,21 +144,11 @@ fn sink_stats(s: SinkDlqStatsBody) -> Result<SinkDlqStats, Failure> {
     })
 }
 
-/// The library's dead letter, from the server's: its row beside the sink.
+/// The library's dead letter, from the server's (the same fields).
 fn entry(e: DlqEntryBody) -> DlqEntry {
     DlqEntry {
         sink: e.sink,
-        row: DlqRow {
-            sink_id: e.sink_id,
-            position: e.position,
-            event_id: e.event_id,
-            lane: e.lane,
-            attempts: e.attempts,
-            first_failure_unix_ms: e.first_failure_unix_ms,
-            last_failure_unix_ms: e.last_failure_unix_ms,
-            last_error: e.last_error,
-            reason: e.reason,
-        },
+        row: e.row,
         event: e.event,
     }
 }

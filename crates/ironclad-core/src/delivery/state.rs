@@ -85,13 +85,15 @@ impl DlqReason {
 }
 
 /// One dead letter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DlqRow {
     /// The sink it failed on.
     pub sink_id: i64,
     /// The event's position.
     pub position: u64,
     /// The event's id (its idempotency key).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = "uuid"))]
     pub event_id: Uuid,
     /// The event's ordering key.
     pub lane: String,

@@ -3,11 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use crate::delivery::state::DlqReason;
+use crate::delivery::state::{DlqReason, DlqRow};
 use crate::model::RecordedEvent;
+use serde::{Deserialize, Serialize};
 
 /// DLQ totals of one sink.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,31 +32,17 @@ pub struct DlqStatsResponse {
 }
 
 /// One dead letter, with its event: the same fields, in the same order,
-/// as `ironclad dlq show --json` prints locally.
+/// as `ironclad dlq show --json` prints locally (the sink's name, then the
+/// stored row's fields, then the event).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DlqEntryBody {
     /// The sink it failed on.
     pub sink: String,
-    /// The sink's store id (the first half of a page cursor).
-    pub sink_id: i64,
-    /// The event's global position.
-    pub position: u64,
-    /// The event's id.
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = "uuid"))]
-    pub event_id: Uuid,
-    /// The event's ordering lane (`e:<entity>` or `s:<stream>`).
-    pub lane: String,
-    /// Failed attempts.
-    pub attempts: u32,
-    /// First failure, ms since the Unix epoch.
-    pub first_failure_unix_ms: u64,
-    /// Last failure, ms since the Unix epoch.
-    pub last_failure_unix_ms: u64,
-    /// The last failure, as the sink described it.
-    pub last_error: String,
-    /// Why it stopped being retried.
-    pub reason: DlqReason,
+    /// The stored row: sink id, position, event id, lane, attempts, first
+    /// and last failure, last error, reason.
+    #[serde(flatten)]
+    pub row: DlqRow,
     /// The recorded event, as `GET /v1/streams/{s}/events` returns it
     /// (absent only if the store is damaged); its payload keeps its text.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]

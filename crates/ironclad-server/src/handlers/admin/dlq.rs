@@ -81,19 +81,11 @@ fn stats_body(s: SinkDlqStats) -> SinkDlqStatsBody {
     }
 }
 
-/// The wire form of a dead letter: the row's fields beside the sink's name.
+/// The wire form of a dead letter (the library's, field for field).
 fn entry_body(e: DlqEntry) -> DlqEntryBody {
     DlqEntryBody {
         sink: e.sink,
-        sink_id: e.row.sink_id,
-        position: e.row.position,
-        event_id: e.row.event_id,
-        lane: e.row.lane,
-        attempts: e.row.attempts,
-        first_failure_unix_ms: e.row.first_failure_unix_ms,
-        last_failure_unix_ms: e.row.last_failure_unix_ms,
-        last_error: e.row.last_error,
-        reason: e.row.reason,
+        row: e.row,
         event: e.event,
     }
 }
