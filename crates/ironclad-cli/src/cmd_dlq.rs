@@ -6,6 +6,11 @@
 //! Removal always archives first (the library writes a fsynced, compressed
 //! archive under `<data-dir>/dlq-archive/` before deleting), and `retry`
 //! only moves entries back to retrying: the next `ironclad run` sends them.
+//! With `--server` the same actions go through the server's admin API.
+//!
+//! This file holds the arguments and the checks both sides share;
+//! [`local`] acts on a data directory, [`remote`] on a server, and `print`
+//! prints for both.
 
 use std::path::PathBuf;
 
@@ -13,10 +18,10 @@ use clap::{Args, Subcommand};
 use ironclad::delivery::dlq::DLQ_PAGE_MAX;
 use ironclad::store::delivery::DlqReason;
 
-use crate::config_file::{self, usage};
-use crate::{Cli, CmdResult, Failure};
+use crate::config_file::usage;
+use crate::Failure;
 
-mod local;
+pub(crate) mod local;
 mod print;
 pub(crate) mod remote;
 
@@ -136,19 +141,6 @@ fn parse_after(s: &str) -> Result<(i64, u64), String> {
         sink.trim().parse().map_err(|_| bad())?,
         position.trim().parse().map_err(|_| bad())?,
     ))
-}
-
-/// Runs a DLQ action: opens the journal, acts, and always closes it.
-pub async fn run(cli: &Cli, args: &DlqArgs) -> CmdResult {
-    check_selector(&args.action)?;
-    let file = args.config.as_deref().map(config_file::read).transpose()?;
-    let data_dir = config_file::data_dir(cli, file.as_ref());
-    let journal = local::open(&data_dir)?;
-    let result = local::act(cli, &args.action, &journal, &data_dir).await;
-    let closed = journal.shutdown(std::time::Duration::from_secs(30)).await;
-    let code = result?;
-    closed?;
-    Ok(code)
 }
 
 /// Refuses a bare `retry`/`purge` (local and remote).

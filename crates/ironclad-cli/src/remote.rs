@@ -1,6 +1,6 @@
 //! `--server URL [--token T]`: what every command's remote side shares,
-//! the connection and the mapping of server errors onto exit codes. Each
-//! command's remote side lives with the command (`cmd_append`, `cmd_read`,
+//! the connection and the mapping of server errors onto exit codes.
+//! `main.rs` dispatches; each command's remote side lives with the command (`cmd_append`, `cmd_read`,
 //! `cmd_tail`, `cmd_status`, `cmd_dlq`, `cmd_dump`, `cmd_ledger`): it
 //! fetches the typed answer through [`ironclad_client::Client`] and hands
 //! it to the same printing functions the local command uses, so the output
@@ -15,12 +15,8 @@ use anyhow::anyhow;
 use ironclad::READ_LIMIT_MAX;
 use ironclad_client::{Client, ClientError};
 
-use crate::cmd_ledger::LedgerAction;
 use crate::config_file::usage;
-use crate::{
-    cmd_append, cmd_dlq, cmd_dump, cmd_ledger, cmd_read, cmd_status, cmd_tail, Cli, CmdResult,
-    Command, ExitCode, Failure,
-};
+use crate::{Cli, ExitCode, Failure};
 
 /// Page size of reads and listings: the server's default `read_limit_max`
 /// (a lower server limit is learnt from its `invalid_request` answer, see
@@ -31,39 +27,11 @@ pub(crate) const PAGE_MAX: usize = if READ_LIMIT_MAX < 1_000 {
     1_000
 };
 
-/// Runs the command against the server.
-pub async fn run(cli: &Cli) -> CmdResult {
+/// The client for `--server URL` (and `--token`), or a usage error for a
+/// URL that is not `http(s)://HOST:PORT`.
+pub(crate) fn connect(cli: &Cli) -> Result<Client, Failure> {
     let base = cli.server.as_deref().unwrap_or_default();
-    let refuse = |what: &str| -> CmdResult {
-        Err(usage(format!(
-            "`{what}` works on a local data directory only: drop --server (or unset IRONCLAD_SERVER)"
-        )))
-    };
-    match &cli.command {
-        Command::Migrate(_) => return refuse("migrate"),
-        Command::Bench { .. } => return refuse("bench"),
-        Command::Demo(_) => return refuse("demo"),
-        Command::Run(_) => return refuse("run"),
-        Command::Serve(_) => return refuse("serve"),
-        Command::Ledger {
-            action: LedgerAction::Head,
-        } => {
-            return refuse("ledger head");
-        }
-        _ => {}
-    }
-    let client = Client::new(base, cli.token.clone()).map_err(usage)?;
-    match &cli.command {
-        Command::Append(args) => cmd_append::remote::run(cli, &client, args).await,
-        Command::Read(args) => cmd_read::read_remote(&client, args).await,
-        Command::Streams => cmd_read::streams_remote(cli, &client).await,
-        Command::Tail(args) => cmd_tail::run_remote(cli, &client, args).await,
-        Command::Status(args) => cmd_status::run_remote(cli, &client, args).await,
-        Command::Dlq(args) => cmd_dlq::remote::run(cli, &client, args).await,
-        Command::Dump { action } => cmd_dump::run_remote(cli, &client, action).await,
-        Command::Ledger { action } => cmd_ledger::run_remote(cli, &client, action).await,
-        _ => unreachable!("refused above"),
-    }
+    Client::new(base, cli.token.clone()).map_err(usage)
 }
 
 /// Maps a client error to the CLI's failure and exit code.

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{AppendArgs, Counts, Line};
 use crate::remote::failure;
-use crate::{cmd_append, Cli, CmdResult, Failure};
+use crate::{Cli, CmdResult, Failure};
 
 /// Most events per request (the server's default `events_per_request_max`;
 /// a smaller server limit is learnt from its `too_many_events` answer).
@@ -109,7 +109,7 @@ pub(crate) async fn run(cli: &Cli, client: &Client, args: &AppendArgs) -> CmdRes
     sender.out.flush()?;
     result?;
     read_result?;
-    Ok(cmd_append::print_summary(cli.json, &sender.counts))
+    Ok(super::print_summary(cli.json, &sender.counts))
 }
 
 /// Reads stdin into items: the same line rules and checks as a local
@@ -122,12 +122,12 @@ async fn read_items(args: &AppendArgs, tx: mpsc::Sender<Item>) -> anyhow::Result
     let limits = Limits::default();
     loop {
         let line: Line =
-            match cmd_append::read_bounded_line(&mut input, &mut buf, args.line_bytes_max).await? {
+            match super::read_bounded_line(&mut input, &mut buf, args.line_bytes_max).await? {
                 None => break,
                 Some(line) => line,
             };
         line_no += 1;
-        let item = match cmd_append::line_to_event(line, &buf, args) {
+        let item = match super::line_to_event(line, &buf, args) {
             Ok(None) => continue,
             Ok(Some(event)) => match to_body(&args.stream, event, &limits) {
                 Ok(event) => Item::Event {
@@ -184,7 +184,7 @@ impl Sender<'_> {
     fn reject(&mut self, line: u64, error: &str) -> Result<(), Failure> {
         self.out.flush()?;
         self.counts.rejected += 1;
-        cmd_append::print_rejected(self.json, line, error);
+        super::print_rejected(self.json, line, error);
         Ok(())
     }
 
@@ -269,7 +269,7 @@ impl Sender<'_> {
     fn print_acks(&mut self, outcome: &AppendResult) -> Result<(), Failure> {
         let already = outcome.status == AppendStatus::AlreadyAppended;
         for ack in &outcome.events {
-            cmd_append::write_ack(
+            super::write_ack(
                 &mut self.out,
                 &ack.id,
                 self.stream,

@@ -12,13 +12,26 @@ use ironclad::{Journal, OpenError};
 use super::print::{
     print_entry, print_list, print_purged, print_retried, print_stats, write_export,
 };
-use super::{DlqAction, FilterArgs, SelectArgs};
+use super::{check_selector, DlqAction, DlqArgs, FilterArgs, SelectArgs};
 use crate::config_file;
 use crate::{output, Cli, CmdResult, ExitCode, Failure};
 
+/// Runs a DLQ action: opens the journal, acts, and always closes it.
+pub(crate) async fn run(cli: &Cli, args: &DlqArgs) -> CmdResult {
+    check_selector(&args.action)?;
+    let file = args.config.as_deref().map(config_file::read).transpose()?;
+    let data_dir = config_file::data_dir(cli, file.as_ref());
+    let journal = open(&data_dir)?;
+    let result = act(cli, &args.action, &journal, &data_dir).await;
+    let closed = journal.shutdown(std::time::Duration::from_secs(30)).await;
+    let code = result?;
+    closed?;
+    Ok(code)
+}
+
 /// Opens the journal; a missing database is an error rather than a new,
 /// empty one, and a lock held by `run` says what to do.
-pub(super) fn open(data_dir: &Path) -> Result<Journal, Failure> {
+fn open(data_dir: &Path) -> Result<Journal, Failure> {
     let config = config_file::journal_config(data_dir);
     if !config.db_path().exists() {
         return Err(OpenError::NoDatabase {
@@ -63,12 +76,7 @@ fn selection_filter(journal: &Journal, sel: &SelectArgs) -> Result<DlqFilter, Fa
     Ok(f)
 }
 
-pub(super) async fn act(
-    cli: &Cli,
-    action: &DlqAction,
-    journal: &Journal,
-    data_dir: &Path,
-) -> CmdResult {
+async fn act(cli: &Cli, action: &DlqAction, journal: &Journal, data_dir: &Path) -> CmdResult {
     match action {
         DlqAction::Stats => stats(cli, journal),
         DlqAction::List {
