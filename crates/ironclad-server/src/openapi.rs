@@ -1,7 +1,8 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the code:
 //! every handler carries a `#[utoipa::path]` annotation and is listed in
-//! [`ApiDoc`]'s `paths(...)`; request and response types derive
-//! `utoipa::ToSchema` (and are collected from the paths automatically).
+//! [`ApiDoc`]'s `paths(...)`; the request and response types are the wire
+//! contract's (`ironclad_core::wire`, whose `openapi` feature derives
+//! `utoipa::ToSchema`; they are collected from the paths automatically).
 //!
 //! To document a new endpoint: annotate its handler with
 //! `#[utoipa::path(get|post, path = "/…", tag = "…", responses(…))]`
@@ -122,4 +123,20 @@ pub fn document_json() -> &'static str {
             .to_string()
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_error_code_is_documented_as_the_enum_of_codes() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::document_json()).unwrap_or_default();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["ErrorObject"]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+        assert!(schemas["ErrorCode"]["enum"].is_array());
+        assert!(schemas["ErrorEnvelope"].is_object());
+    }
 }

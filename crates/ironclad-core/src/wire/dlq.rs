@@ -157,3 +157,36 @@ pub struct DlqPurgeResponse {
     /// Archive files this purge wrote.
     pub files: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_reads_back_to_the_bytes_the_server_wrote() {
+        let (zeros, ones, twos) = ("0".repeat(64), "1".repeat(64), "2".repeat(64));
+        let id = "0190a6f0-0000-7000-8000-000000000001";
+        let text = format!(
+            r#"{{"sink":"s","sink_id":1,"position":2,"event_id":"{id}","lane":"s:a","attempts":3,"first_failure_unix_ms":4,"last_failure_unix_ms":5,"last_error":"boom","reason":"max_attempts","event":{{"id":"{id}","stream":"a","version":1,"position":2,"type":"t","op":"event","entity":null,"payload":{{"b":1.50, "a":[2]}},"metadata":{{}},"created_at_us":6,"hash_version":1,"prev_hash":"{zeros}","hash":"{ones}","global_hash":"{twos}"}}}}"#
+        );
+        let entry: DlqEntryBody = serde_json::from_str(&text).expect("an entry");
+        assert_eq!(entry.row.reason, DlqReason::MaxAttempts);
+        assert_eq!(serde_json::to_string(&entry).expect("serializes"), text);
+    }
+
+    #[test]
+    fn a_selector_sends_only_what_is_set() {
+        let all = DlqSelector {
+            all: true,
+            ..DlqSelector::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&all).expect("serializes"),
+            r#"{"all":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&DlqSelector::default()).expect("serializes"),
+            "{}"
+        );
+    }
+}
