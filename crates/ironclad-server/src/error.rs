@@ -124,8 +124,9 @@ impl ErrorCode {
 }
 
 /// An API error: what went wrong, for a program (`code`) and a person
-/// (`message`), with structured `details`.
-#[derive(Debug, Clone, Serialize)]
+/// (`message`), with structured `details`. It leaves as the wire
+/// contract's [`ErrorEnvelope`] ([`error_body`]).
+#[derive(Debug, Clone)]
 pub struct ApiError {
     /// The stable code.
     pub code: ErrorCode,
@@ -134,7 +135,6 @@ pub struct ApiError {
     /// Structured context (e.g. `{"expected": 3, "actual": 5}`).
     pub details: serde_json::Value,
     /// Seconds the client should wait, sent as `Retry-After`.
-    #[serde(skip)]
     pub retry_after_s: Option<u64>,
 }
 
