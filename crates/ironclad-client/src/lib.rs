@@ -20,6 +20,13 @@ pub use api::{Client, ClientError, EventPosition};
 /// server serializes the same types).
 pub use ironclad_core::wire;
 pub use ironclad_core::wire::{PollPage, WireExpected};
+/// The core values the wire types carry (a DLQ entry's row and event, a
+/// stream or ledger head, a ledger mismatch).
+pub use ironclad_core::{
+    delivery::state::{DlqReason, DlqRow},
+    ledger::{LedgerMismatch, MismatchKind},
+    model::{LedgerHead, RecordedEvent, StreamHead},
+};
 /// The former names of the append types, kept for callers.
 pub use ironclad_core::{
     model::{AppendResult as AppendOutcome, EventAck as AppendAck},
