@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 
 use crate::{journal_config, Cli, CmdResult, ExitCode};
 
+pub(crate) mod remote;
+
 /// Arguments of `append`.
 #[derive(Debug, Args)]
 pub struct AppendArgs {

@@ -1,11 +1,16 @@
 //! `ironclad dump list|replay`: inspect emergency dumps and re-append them
 //! idempotently (each replayed dump is archived, never deleted).
 
+use std::path::PathBuf;
+
 use clap::Subcommand;
 use ironclad::emergency::{list_dumps, DumpInfo};
 use ironclad::{Journal, ReplayReport};
+use ironclad_client::Client;
 
-use crate::{journal_config, output, Cli, CmdResult, ExitCode};
+use crate::config_file::usage;
+use crate::remote::failure;
+use crate::{journal_config, output, Cli, CmdResult, ExitCode, Failure};
 
 /// Dump actions.
 #[derive(Debug, Subcommand)]
@@ -99,4 +104,63 @@ pub(crate) fn print_replay(
         );
     }
     Ok(())
+}
+
+/// The server's dumps (`GET /v1/admin/dumps`), and whether it listed
+/// them all.
+async fn list_remote(client: &Client) -> Result<(Vec<DumpInfo>, bool), Failure> {
+    let answer = client.dumps().await.map_err(failure)?;
+    let dumps = answer
+        .dumps
+        .into_iter()
+        .map(|d| DumpInfo {
+            path: PathBuf::from(d.path),
+            bytes: d.bytes,
+        })
+        .collect();
+    Ok((dumps, answer.truncated))
+}
+
+/// Runs a dump action against the server (`--server`): the dumps in the
+/// server's data directory, replayed by name into its running journal.
+pub async fn run_remote(cli: &Cli, client: &Client, action: &DumpAction) -> CmdResult {
+    match action {
+        DumpAction::List => {
+            let (dumps, truncated) = list_remote(client).await?;
+            let place = format!("the data directory of {}", client.base_url());
+            print_dumps(cli.json, &dumps, &place)?;
+            if truncated {
+                eprintln!("note: the server lists at most 1000 dumps; replay them to see the rest");
+            }
+            Ok(ExitCode::Ok)
+        }
+        DumpAction::Replay { path, .. } => {
+            let paths = match path {
+                Some(p) => vec![p.clone()],
+                None => list_remote(client)
+                    .await?
+                    .0
+                    .into_iter()
+                    .map(|d| d.path)
+                    .collect(),
+            };
+            for p in &paths {
+                let Some(name) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                    return Err(usage(format!(
+                        "{} is not a dump file name: `ironclad dump list` shows them",
+                        p.display()
+                    )));
+                };
+                let r = client.replay_dump(&name).await.map_err(failure)?;
+                let report = ReplayReport {
+                    records: r.records,
+                    appended_events: r.appended_events,
+                    already_appended_events: r.already_appended_events,
+                    archived_to: PathBuf::from(r.archived_to),
+                };
+                print_replay(cli.json, p, &report)?;
+            }
+            Ok(ExitCode::Ok)
+        }
+    }
 }

@@ -2,11 +2,15 @@
 
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use clap::Subcommand;
 use ironclad::{LedgerHead, LedgerMismatch, LogReader, VerifyError, VerifyOptions};
+use ironclad_client::wire::VerifyRequest;
+use ironclad_client::Client;
 
-use crate::{journal_config, output, Cli, CmdResult, ExitCode};
+use crate::config_file::usage;
+use crate::remote::failure;
+use crate::{journal_config, output, Cli, CmdResult, ExitCode, Failure};
 
 /// Ledger actions.
 #[derive(Debug, Subcommand)]
@@ -78,6 +82,35 @@ pub async fn run(cli: &Cli, action: &LedgerAction) -> CmdResult {
                 Err(e) => Err(e.into()),
             }
         }
+    }
+}
+
+/// Runs `ledger verify` against the server (`--server`); `ledger head` is
+/// refused before this (it reads the local data directory).
+pub async fn run_remote(cli: &Cli, client: &Client, action: &LedgerAction) -> CmdResult {
+    let LedgerAction::Verify { stream, against } = action else {
+        return Err(usage("`ledger head` works on a local data directory only"));
+    };
+    let against = against.as_deref().map(parse_head).transpose()?;
+    if stream.is_some() && against.is_some() {
+        return Err(usage(
+            "--stream and --against cannot be combined: verify the whole log against a head",
+        ));
+    }
+    let req = VerifyRequest {
+        stream: stream.clone(),
+        against,
+    };
+    match client.verify_ledger(&req).await {
+        Ok(r) => print_verified(cli.json, r.checked, r.head.as_ref()),
+        Err(e) if e.code() == Some("ledger_mismatch") => match e.ledger_mismatch() {
+            Some(m) => print_mismatch(cli.json, &m),
+            None => Err(Failure {
+                code: ExitCode::LedgerMismatch,
+                error: anyhow!("ledger verification FAILED: {e}"),
+            }),
+        },
+        Err(e) => Err(failure(e)),
     }
 }
 

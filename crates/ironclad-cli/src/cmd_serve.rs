@@ -123,7 +123,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CmdResult {
 
     // Before the journal opens: it sets the queue-capacity gauges once, at
     // open, and they would be lost without a recorder installed.
-    ironclad_server::routes::ops::install_metrics_recorder();
+    ironclad_server::handlers::ops::install_metrics_recorder();
     let journal = Journal::open(config.journal_config())?;
     let engine = match delivery {
         None => None,

@@ -12,9 +12,11 @@ use clap::Args;
 use ironclad::delivery::routes::Routes;
 use ironclad::delivery::status::{sink_statuses, SinkStatus};
 use ironclad::LogReader;
+use ironclad_client::{Client, ClientError};
 use serde::Serialize;
 
 use crate::config_file::{self, usage, ConfigFile};
+use crate::remote::failure;
 use crate::{output, Cli, CmdResult, ExitCode};
 
 /// Arguments of `status`.
@@ -78,6 +80,33 @@ pub async fn run(cli: &Cli, args: &StatusArgs) -> CmdResult {
             }
         }
     }
+    Ok(ExitCode::Ok)
+}
+
+/// Runs `status` against the server (`--server`), from
+/// `GET /v1/admin/sinks`: the server runs the engine, so it knows the
+/// routes (`pending` is complete) and the live circuits.
+pub async fn run_remote(cli: &Cli, client: &Client, args: &StatusArgs) -> CmdResult {
+    if args.config.is_some() {
+        return Err(usage(
+            "--config is for a local data directory: with --server the server's own \
+             configuration gives the routes",
+        ));
+    }
+    let statuses = match client.sinks().await {
+        Ok(answer) => answer.sinks,
+        Err(ClientError::Api { code, details, .. })
+            if code == "not_found" && details["resource"] == "delivery_engine" =>
+        {
+            return Err(anyhow::anyhow!(
+                "the server runs no delivery engine: start it with a --config that has \
+                 [delivery] sinks and routes"
+            )
+            .into())
+        }
+        Err(e) => return Err(failure(e)),
+    };
+    print_statuses(cli.json, &statuses, None, &|_| true)?;
     Ok(ExitCode::Ok)
 }
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use clap::Args;
 use ironclad::{LogReader, READ_LIMIT_MAX};
-use ironclad_client::ClientError;
+use ironclad_client::{Client, ClientError};
 use serde::Deserialize;
 
-use crate::remote::{failure, Remote, PAGE_MAX};
+use crate::remote::{failure, PAGE_MAX};
 use crate::{journal_config, output, Cli, CmdResult};
 
 /// Arguments of `tail`.
@@ -93,19 +93,19 @@ struct Where {
 }
 
 /// Whether the server has an event after `after`.
-async fn exists_after(remote: &Remote, after: u64) -> Result<bool, ClientError> {
-    Ok(!remote.client.poll(after, 0, 1).await?.events.is_empty())
+async fn exists_after(client: &Client, after: u64) -> Result<bool, ClientError> {
+    Ok(!client.poll(after, 0, 1).await?.events.is_empty())
 }
 
 /// The server's last position, found with O(log n) zero-wait polls (the
 /// API has no "head" endpoint a consumer token may read).
-async fn remote_head(remote: &Remote) -> Result<u64, ClientError> {
-    if !exists_after(remote, 0).await? {
+async fn remote_head(client: &Client) -> Result<u64, ClientError> {
+    if !exists_after(client, 0).await? {
         return Ok(0);
     }
     // Invariant: an event exists after `lo`, none after `hi`.
     let (mut lo, mut hi) = (0u64, 1u64);
-    while exists_after(remote, hi).await? {
+    while exists_after(client, hi).await? {
         lo = hi;
         hi = hi.saturating_mul(2);
         if hi == u64::MAX {
@@ -114,7 +114,7 @@ async fn remote_head(remote: &Remote) -> Result<u64, ClientError> {
     }
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if exists_after(remote, mid).await? {
+        if exists_after(client, mid).await? {
             lo = mid;
         } else {
             hi = mid;
@@ -133,15 +133,15 @@ fn transient(e: &ClientError) -> bool {
 }
 
 /// Runs `tail` against the server (`--server`).
-pub async fn run_remote(cli: &Cli, remote: &Remote, args: &TailArgs) -> CmdResult {
+pub async fn run_remote(cli: &Cli, client: &Client, args: &TailArgs) -> CmdResult {
     let mut after = match args.after {
         Some(a) => a,
-        None => remote_head(remote).await.map_err(failure)?,
+        None => remote_head(client).await.map_err(failure)?,
     };
     announce(cli, args, after);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let page = match remote.client.poll(after, REMOTE_WAIT_MS, PAGE_MAX).await {
+        let page = match client.poll(after, REMOTE_WAIT_MS, PAGE_MAX).await {
             Ok(page) => page,
             Err(e) if transient(&e) => {
                 tracing::warn!("tail: {e}; retrying in {backoff:?}");

@@ -214,7 +214,7 @@ fn parse() -> Result<Cli, clap::Error> {
 
 async fn run(cli: &Cli) -> CmdResult {
     if cli.server.is_some() {
-        return remote::run(cli).await;
+        return run_remote(cli).await;
     }
     match &cli.command {
         Command::Append(args) => cmd_append::run(cli, args).await,
@@ -226,9 +226,45 @@ async fn run(cli: &Cli) -> CmdResult {
         Command::Run(args) => cmd_run::run(cli, args).await,
         Command::Serve(args) => cmd_serve::run(cli, args).await,
         Command::Status(args) => cmd_status::run(cli, args).await,
-        Command::Dlq(args) => cmd_dlq::run(cli, args).await,
+        Command::Dlq(args) => cmd_dlq::local::run(cli, args).await,
         Command::Dump { action } => cmd_dump::run(cli, action).await,
         Command::Bench { which } => bench::run(cli, which).await,
         Command::Demo(args) => cmd_demo::run(cli, args).await,
+    }
+}
+
+/// Runs the command against the server (`--server`): each command's
+/// remote side, or a usage error for the commands that need a local data
+/// directory.
+async fn run_remote(cli: &Cli) -> CmdResult {
+    let refuse = |what: &str| -> CmdResult {
+        Err(config_file::usage(format!(
+            "`{what}` works on a local data directory only: drop --server (or unset IRONCLAD_SERVER)"
+        )))
+    };
+    match &cli.command {
+        Command::Migrate(_) => return refuse("migrate"),
+        Command::Bench { .. } => return refuse("bench"),
+        Command::Demo(_) => return refuse("demo"),
+        Command::Run(_) => return refuse("run"),
+        Command::Serve(_) => return refuse("serve"),
+        Command::Ledger {
+            action: cmd_ledger::LedgerAction::Head,
+        } => {
+            return refuse("ledger head");
+        }
+        _ => {}
+    }
+    let client = remote::connect(cli)?;
+    match &cli.command {
+        Command::Append(args) => cmd_append::remote::run(cli, &client, args).await,
+        Command::Read(args) => cmd_read::read_remote(&client, args).await,
+        Command::Streams => cmd_read::streams_remote(cli, &client).await,
+        Command::Tail(args) => cmd_tail::run_remote(cli, &client, args).await,
+        Command::Status(args) => cmd_status::run_remote(cli, &client, args).await,
+        Command::Dlq(args) => cmd_dlq::remote::run(cli, &client, args).await,
+        Command::Dump { action } => cmd_dump::run_remote(cli, &client, action).await,
+        Command::Ledger { action } => cmd_ledger::run_remote(cli, &client, action).await,
+        _ => unreachable!("refused above"),
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use ironclad_client::realtime::{
     ConnectionState, Event, RealtimeClient, RealtimeOptions, Transport,
 };
-use ironclad_client::{AppendBody, Client, EventBody};
+use ironclad_client::{AppendBody, Client, EventBody, WireExpected};
 use serde_json::value::RawValue;
 use serve_support::{start, try_start, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,14 +51,14 @@ fn fast_options() -> RealtimeOptions {
 /// idempotent).
 fn batch(ids: std::ops::Range<u128>) -> AppendBody {
     AppendBody {
-        expected_version: serde_json::json!("any"),
+        expected_version: Some(WireExpected::Keyword("any".into())),
         events: ids
             .map(|n| EventBody {
                 id: Some(uuid::Uuid::from_u128(
                     0x0190_a6f0_0000_7000_8000_0000_0000_0000 + n,
                 )),
                 event_type: "test.rt".into(),
-                op: None,
+                op: Default::default(),
                 entity: None,
                 payload: RawValue::from_string(format!("{{\"n\":{n}}}")).expect("json"),
                 metadata: Default::default(),

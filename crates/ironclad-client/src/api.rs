@@ -6,10 +6,18 @@
 
 use std::time::Duration;
 
+use ironclad_core::ledger::LedgerMismatch;
+use ironclad_core::model::AppendResult;
+use ironclad_core::wire::{
+    AckRequest, AppendRequest, CircuitActionBody, CircuitRequest, CircuitResponse, ConsumerBody,
+    DlqEntryBody, DlqExportQuery, DlqListQuery, DlqPage, DlqPurgeResponse, DlqRetryResponse,
+    DlqSelector, DlqStatsResponse, DumpsResponse, ErrorEnvelope, LeasesResponse, PollPage,
+    ReadPage, ReplayResponse, SinksResponse, StreamPage, VerifyRequest, VerifyResponse,
+};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use thiserror::Error;
-use uuid::Uuid;
 
 /// Longest a single request may take, long-polls included (their wait is
 /// capped below this).
@@ -51,75 +59,17 @@ impl ClientError {
             _ => None,
         }
     }
-}
 
-/// One event to append.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventBody {
-    /// Idempotency key; the server generates a UUIDv7 when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<Uuid>,
-    /// The event type.
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// `event` (default), `create`, `update` or `delete`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub op: Option<String>,
-    /// The entity key (ordering lane).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub entity: Option<String>,
-    /// The payload, as JSON text.
-    pub payload: Box<RawValue>,
-    /// String metadata.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub metadata: std::collections::BTreeMap<String, String>,
-}
-
-/// An append request.
-#[derive(Debug, Clone, Serialize)]
-pub struct AppendBody {
-    /// `"any"`, `"no_stream"`, `"stream_exists"` or an exact version.
-    pub expected_version: serde_json::Value,
-    /// The events.
-    pub events: Vec<EventBody>,
-}
-
-/// Where one appended event landed.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct AppendAck {
-    /// The event id.
-    pub id: Uuid,
-    /// Its stream version.
-    pub version: u64,
-    /// Its global position.
-    pub position: u64,
-}
-
-/// The answer to an append.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct AppendOutcome {
-    /// `appended` (new) or `already_appended` (an idempotent repeat).
-    pub status: String,
-    /// One ack per event, in the order sent.
-    pub events: Vec<AppendAck>,
-}
-
-/// A page of a stream.
-#[derive(Debug, Deserialize)]
-pub struct Page {
-    /// Events, verbatim.
-    pub events: Vec<Box<RawValue>>,
-    /// The `from` of the next page, when this one was full.
-    pub next: Option<u64>,
-}
-
-/// A page of a long-poll.
-#[derive(Debug, Deserialize)]
-pub struct PollPage {
-    /// Events in position order, verbatim.
-    pub events: Vec<Box<RawValue>>,
-    /// The `after` of the next poll.
-    pub next: u64,
+    /// The first mismatch, when this is a `ledger_mismatch` answer whose
+    /// details say which.
+    pub fn ledger_mismatch(&self) -> Option<LedgerMismatch> {
+        match self {
+            ClientError::Api { code, details, .. } if code == "ledger_mismatch" => {
+                LedgerMismatch::deserialize(details).ok()
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The part of an event the client itself needs.
@@ -136,19 +86,6 @@ impl EventPosition {
             .map(|p| p.position)
             .map_err(|e| ClientError::Decode(format!("event without a position: {e}")))
     }
-}
-
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: ErrorBody,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    code: String,
-    message: String,
-    #[serde(default)]
-    details: serde_json::Value,
 }
 
 /// A typed client for one server. Cheap to clone (one connection pool).
@@ -227,31 +164,49 @@ impl Client {
         }
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
-        serde_json::from_slice(body).map_err(|e| ClientError::Decode(e.to_string()))
+    fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
+        serde_json::from_slice(body).map_err(|e| {
+            ClientError::Decode(format!(
+                "{e}: is the server the same version as this client?"
+            ))
+        })
+    }
+
+    /// `GET` a path and decode its answer.
+    async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ClientError> {
+        let (_, b) = self.send(self.http.get(self.url(path_and_query))).await?;
+        Self::decode(&b.0)
+    }
+
+    /// `POST` a JSON body to a path and decode its answer.
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let (_, b) = self.send(self.http.post(self.url(path)).json(body)).await?;
+        Self::decode(&b.0)
     }
 
     /// `POST /v1/streams/{stream}/events`.
     pub async fn append(
         &self,
         stream: &str,
-        body: &AppendBody,
-    ) -> Result<AppendOutcome, ClientError> {
-        let path = format!("/v1/streams/{}/events", encode(stream));
-        let (_, b) = self
-            .send(self.http.post(self.url(&path)).json(body))
-            .await?;
-        Self::decode(&b.0)
+        body: &AppendRequest,
+    ) -> Result<AppendResult, ClientError> {
+        self.post(&format!("/v1/streams/{}/events", encode(stream)), body)
+            .await
     }
 
     /// `GET /v1/streams/{stream}/events?from&limit`.
-    pub async fn read(&self, stream: &str, from: u64, limit: usize) -> Result<Page, ClientError> {
+    pub async fn read(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<ReadPage, ClientError> {
         let path = format!("/v1/streams/{}/events", encode(stream));
-        let req = self
-            .http
-            .get(self.url(&format!("{path}?from={from}&limit={limit}")));
-        let (_, b) = self.send(req).await?;
-        Self::decode(&b.0)
+        self.get(&format!("{path}?from={from}&limit={limit}")).await
     }
 
     /// `GET /v1/poll?after&wait_ms&limit`: events after a position, waiting
@@ -262,52 +217,143 @@ impl Client {
         wait_ms: u64,
         limit: usize,
     ) -> Result<PollPage, ClientError> {
-        let req = self.http.get(self.url(&format!(
+        self.get(&format!(
             "/v1/poll?after={after}&wait_ms={wait_ms}&limit={limit}"
-        )));
-        let (_, b) = self.send(req).await?;
-        Self::decode(&b.0)
+        ))
+        .await
     }
 
-    /// `GET` any API path (with its query string), as JSON. For the admin
-    /// and listing endpoints, whose shapes `docs/api-admin.md` documents.
+    /// `GET` any API path (with its query string), as JSON: for endpoints
+    /// this client has no typed call for.
     pub async fn get_json(&self, path_and_query: &str) -> Result<serde_json::Value, ClientError> {
-        let (_, b) = self.send(self.http.get(self.url(path_and_query))).await?;
-        Self::decode(&b.0)
+        self.get(path_and_query).await
     }
 
-    /// `POST` a JSON body to any API path, as JSON.
+    /// `POST` a JSON body to any API path, as JSON: for endpoints this
+    /// client has no typed call for.
     pub async fn post_json(
         &self,
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, ClientError> {
-        let (_, b) = self.send(self.http.post(self.url(path)).json(body)).await?;
-        Self::decode(&b.0)
+        self.post(path, body).await
     }
 
     /// `GET /v1/streams?after&limit`.
-    pub async fn streams(
-        &self,
-        after: &str,
-        limit: usize,
-    ) -> Result<serde_json::Value, ClientError> {
-        let q = format!("/v1/streams?after={}&limit={limit}", encode(after));
-        self.get_json(&q).await
+    pub async fn streams(&self, after: &str, limit: usize) -> Result<StreamPage, ClientError> {
+        self.get(&format!(
+            "/v1/streams?after={}&limit={limit}",
+            encode(after)
+        ))
+        .await
+    }
+
+    /// `GET /v1/consumers/{name}`: a consumer's stored checkpoint.
+    pub async fn consumer(&self, name: &str) -> Result<ConsumerBody, ClientError> {
+        self.get(&format!("/v1/consumers/{}", encode(name))).await
+    }
+
+    /// `POST /v1/consumers/{name}/ack`: everything up to `position` is
+    /// handled; answers once the checkpoint is durable.
+    pub async fn ack(&self, name: &str, position: u64) -> Result<ConsumerBody, ClientError> {
+        let path = format!("/v1/consumers/{}/ack", encode(name));
+        self.post(&path, &AckRequest { position }).await
     }
 
     /// `GET /v1/admin/sinks`: per-sink status with live circuits.
-    pub async fn sinks(&self) -> Result<serde_json::Value, ClientError> {
-        self.get_json("/v1/admin/sinks").await
+    pub async fn sinks(&self) -> Result<SinksResponse, ClientError> {
+        self.get("/v1/admin/sinks").await
     }
 
-    /// `POST /v1/admin/ledger/verify`.
-    pub async fn verify_ledger(
+    /// `POST /v1/admin/sinks/{sink}/circuit`.
+    pub async fn circuit(
         &self,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value, ClientError> {
-        self.post_json("/v1/admin/ledger/verify", body).await
+        sink: &str,
+        action: CircuitActionBody,
+    ) -> Result<CircuitResponse, ClientError> {
+        let path = format!("/v1/admin/sinks/{}/circuit", encode(sink));
+        self.post(&path, &CircuitRequest { action }).await
     }
+
+    /// `POST /v1/admin/ledger/verify`. A mismatch is
+    /// [`ClientError::Api`] with code `ledger_mismatch`, whose details
+    /// [`ClientError::ledger_mismatch`] decodes.
+    pub async fn verify_ledger(&self, body: &VerifyRequest) -> Result<VerifyResponse, ClientError> {
+        self.post("/v1/admin/ledger/verify", body).await
+    }
+
+    /// `GET /v1/admin/leases`.
+    pub async fn leases(&self) -> Result<LeasesResponse, ClientError> {
+        self.get("/v1/admin/leases").await
+    }
+
+    /// `GET /v1/admin/dumps`.
+    pub async fn dumps(&self) -> Result<DumpsResponse, ClientError> {
+        self.get("/v1/admin/dumps").await
+    }
+
+    /// `POST /v1/admin/dumps/{name}/replay`.
+    pub async fn replay_dump(&self, name: &str) -> Result<ReplayResponse, ClientError> {
+        let path = format!("/v1/admin/dumps/{}/replay", encode(name));
+        self.post(&path, &serde_json::json!({})).await
+    }
+
+    /// `GET /v1/admin/dlq/stats`.
+    pub async fn dlq_stats(&self) -> Result<DlqStatsResponse, ClientError> {
+        self.get("/v1/admin/dlq/stats").await
+    }
+
+    /// `GET /v1/admin/dlq`: one page of dead letters.
+    pub async fn dlq_list(&self, q: &DlqListQuery) -> Result<DlqPage, ClientError> {
+        self.get(&format!("/v1/admin/dlq{}", query(q)?)).await
+    }
+
+    /// `GET /v1/admin/dlq/{sink}/{position}`: one dead letter; its event's
+    /// payload keeps the server's text.
+    pub async fn dlq_show(&self, sink: &str, position: u64) -> Result<DlqEntryBody, ClientError> {
+        self.get(&format!("/v1/admin/dlq/{}/{position}", encode(sink)))
+            .await
+    }
+
+    /// `GET /v1/admin/dlq/export`: the matching dead letters as JSON lines,
+    /// the bytes as the server sent them.
+    pub async fn dlq_export(&self, q: &DlqExportQuery) -> Result<Vec<u8>, ClientError> {
+        let query = query(q)?;
+        let req = self
+            .http
+            .get(self.url(&format!("/v1/admin/dlq/export{query}")));
+        Ok(self.send(req).await?.1 .0)
+    }
+
+    /// `POST /v1/admin/dlq/retry`.
+    pub async fn dlq_retry(&self, sel: &DlqSelector) -> Result<DlqRetryResponse, ClientError> {
+        self.post("/v1/admin/dlq/retry", sel).await
+    }
+
+    /// `POST /v1/admin/dlq/purge`.
+    pub async fn dlq_purge(&self, sel: &DlqSelector) -> Result<DlqPurgeResponse, ClientError> {
+        self.post("/v1/admin/dlq/purge", sel).await
+    }
+}
+
+/// The query string (`?k=v&…`, or nothing) of a wire query type: its
+/// fields that have a value, strings and numbers as they are.
+fn query<Q: Serialize>(q: &Q) -> Result<String, ClientError> {
+    let value = serde_json::to_value(q).map_err(|e| ClientError::Decode(e.to_string()))?;
+    let fields = value.as_object().cloned().unwrap_or_default();
+    let parts: Vec<String> = fields
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(format!("{k}={}", encode(&s))),
+            other => Some(format!("{k}={}", encode(&other.to_string()))),
+        })
+        .collect();
+    Ok(if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    })
 }
 
 /// Percent-encodes a path segment or query value (RFC 3986 unreserved kept).

@@ -114,7 +114,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::api::{encode, Client, ClientError};
+use crate::api::{Client, ClientError};
 
 /// How long [`RealtimeClient::shutdown`] waits for the task to close its
 /// connection before aborting it.
@@ -395,12 +395,7 @@ impl RealtimeClient {
         let Some(floor) = floor.filter(|&f| f > 0) else {
             return Ok(());
         };
-        self.client
-            .post_json(
-                &format!("/v1/consumers/{}/ack", encode(name)),
-                &serde_json::json!({ "position": floor }),
-            )
-            .await?;
+        self.client.ack(name, floor).await?;
         Ok(())
     }
 

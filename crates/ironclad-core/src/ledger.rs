@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::hash::{event_hash, global_hash, EventFields};
 use crate::model::{Hash, LedgerHead, RecordedEvent, StreamHead, ZERO_HASH};
 
 /// Which link of the ledger failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MismatchKind {
     /// The stored event hash does not match its recomputed contents.
@@ -35,8 +35,9 @@ pub enum MismatchKind {
     HeadMismatch,
 }
 
-/// The first place where the ledger does not verify.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The first place where the ledger does not verify (also the `details`
+/// of the API's `ledger_mismatch` error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerMismatch {
     /// What failed.
     pub kind: MismatchKind,

@@ -17,3 +17,4 @@ pub mod idempotency;
 pub mod ledger;
 pub mod model;
 pub mod validate;
+pub mod wire;

@@ -165,8 +165,10 @@ impl NewEvent {
     }
 }
 
-/// An event as stored: the full envelope of SPEC §1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An event as stored: the full envelope of SPEC §1. Deserializing keeps
+/// the payload's text verbatim, so an event read back from the API
+/// re-serializes to the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     /// The idempotency key.
     pub id: Uuid,
@@ -184,7 +186,10 @@ pub struct RecordedEvent {
     /// The entity key, if any.
     pub entity: Option<String>,
     /// Payload JSON text, emitted as raw JSON when serialized.
-    #[serde(serialize_with = "serialize_raw_json")]
+    #[serde(
+        serialize_with = "serialize_raw_json",
+        deserialize_with = "deserialize_raw_json"
+    )]
     pub payload: String,
     /// String metadata.
     pub metadata: BTreeMap<String, String>,
@@ -204,9 +209,11 @@ pub struct RecordedEvent {
 }
 
 /// Where one appended event landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventAck {
     /// The event id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = "uuid"))]
     pub id: Uuid,
     /// Its stream version.
     pub version: u64,
@@ -215,7 +222,8 @@ pub struct EventAck {
 }
 
 /// Whether an append wrote new events or found them already there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AppendStatus {
     /// The events were written by this call.
@@ -224,8 +232,10 @@ pub enum AppendStatus {
     AlreadyAppended,
 }
 
-/// The successful result of an append: durable once returned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The successful result of an append: durable once returned. Also the
+/// API's answer to an append (201 `appended`, 200 `already_appended`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppendResult {
     /// Appended now, or already present.
     pub status: AppendStatus,
@@ -234,7 +244,7 @@ pub struct AppendResult {
 }
 
 /// A stream's current head.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamHead {
     /// The stream name.
     pub stream: String,
@@ -248,11 +258,13 @@ pub struct StreamHead {
 /// The global ledger head: export it, keep it elsewhere, and pass it back to
 /// `ledger verify --against` to detect truncation or rewriting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerHead {
     /// The last position written.
     pub position: u64,
-    /// The global-chain hash at that position.
+    /// The global-chain hash at that position, 64 lowercase hex digits.
     #[serde(with = "hex_hash")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub hash: Hash,
 }
 
@@ -265,6 +277,13 @@ fn serialize_raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S
         Ok(raw) => raw.serialize(s),
         Err(_) => s.serialize_str(text),
     }
+}
+
+fn deserialize_raw_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    // The payload's text as sent, not a re-encoding: key order, whitespace
+    // and number spelling are what the hash covered.
+    let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+    Ok(raw.get().to_string())
 }
 
 /// Serde helper: hashes as lowercase hex strings.

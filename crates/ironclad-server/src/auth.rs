@@ -2,15 +2,10 @@
 //! appends and reads, `consumer` reads and subscribes, `admin` does
 //! everything. Tokens are compared in constant time and never logged.
 
-use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
-use axum::response::Response;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::state::AppState;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
@@ -123,17 +118,6 @@ impl Auth {
             .with_details(serde_json::json!({ "role": role, "needs": format!("{access:?}") }))),
         }
     }
-}
-
-/// Middleware: admits the request if its token may use `access`.
-pub async fn require(
-    State((state, access)): State<(AppState, Access)>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-    state.auth.check(header, access)?;
-    Ok(next.run(req).await)
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@
 //! never interleave their sent sequences. Memory is bounded: at most
 //! `consumers_max` consumers are tracked at once, and a session stops
 //! reading new events while `unacked_max` of the events it sent are
-//! unacknowledged (see `routes::subscribe`).
+//! unacknowledged (see `handlers::subscribe`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -52,6 +52,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::auth::{Auth, Role};
+use crate::checkpoint::CheckpointConfig;
 
 /// Default listen address.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7070";
@@ -156,8 +157,67 @@ impl Default for JournalSettings {
     }
 }
 
+/// Longest `wait_ms` a long-poll may ask for; it is further kept below the
+/// server's request timeout.
+pub const POLL_WAIT_MS_MAX: u64 = 30_000;
+
+/// Limits and timings of subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeConfig {
+    /// The checkpoint worker's batching.
+    pub checkpoint: CheckpointConfig,
+    /// Events a session may have queued for its socket; when full, the
+    /// subscriber is disconnected as a slow consumer.
+    pub buffer_events: usize,
+    /// How long the outgoing buffer may stay full, with more to send,
+    /// before the subscriber is disconnected as a slow consumer.
+    pub slow_grace: Duration,
+    /// Events a named consumer may have unacknowledged; at this many the
+    /// session stops reading until acknowledgements arrive.
+    pub unacked_max: usize,
+    /// Events read from the store per page.
+    pub page_events: usize,
+    /// Interval between the server's pings.
+    pub ping_interval: Duration,
+    /// A session that has not answered a ping (or sent anything) for this
+    /// long is closed.
+    pub pong_timeout: Duration,
+    /// Time allowed for the closing handshake (sending the close frame,
+    /// and the client's reply).
+    pub close_timeout: Duration,
+    /// Largest message a client may send, bytes.
+    pub message_bytes_max: usize,
+    /// Most WebSocket sessions at once (a subscription outlives the HTTP
+    /// request, so it is counted here, not by the connection limit).
+    pub sessions_max: usize,
+    /// Longest long-poll wait (see [`POLL_WAIT_MS_MAX`]).
+    pub poll_wait_max: Duration,
+    /// Most events a long-poll reads while looking for ones matching its
+    /// `streams` filter, before it answers with what it has.
+    pub poll_scan_events_max: usize,
+}
+
+impl Default for SubscribeConfig {
+    fn default() -> Self {
+        SubscribeConfig {
+            checkpoint: CheckpointConfig::default(),
+            buffer_events: 1_024,
+            slow_grace: Duration::from_millis(500),
+            unacked_max: 10_000,
+            page_events: 512,
+            ping_interval: Duration::from_secs(15),
+            pong_timeout: Duration::from_secs(45),
+            close_timeout: Duration::from_secs(5),
+            message_bytes_max: 64 * 1024,
+            sessions_max: 1_024,
+            poll_wait_max: Duration::from_millis(POLL_WAIT_MS_MAX),
+            poll_scan_events_max: 100_000,
+        }
+    }
+}
+
 /// Subscription limits the server exposes (`[server.subscribe]`); each
-/// maps onto [`crate::routes::subscribe::SubscribeConfig`], whose other
+/// maps onto [`SubscribeConfig`], whose other
 /// fields keep their defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -176,7 +236,7 @@ pub struct SubscribeSettings {
 
 impl Default for SubscribeSettings {
     fn default() -> Self {
-        let d = crate::routes::subscribe::SubscribeConfig::default();
+        let d = SubscribeConfig::default();
         SubscribeSettings {
             buffer_events: d.buffer_events,
             unacked_max: d.unacked_max,
@@ -189,8 +249,8 @@ impl Default for SubscribeSettings {
 
 impl SubscribeSettings {
     /// The subscription configuration these settings describe.
-    pub fn to_config(&self) -> crate::routes::subscribe::SubscribeConfig {
-        crate::routes::subscribe::SubscribeConfig {
+    pub fn to_config(&self) -> SubscribeConfig {
+        SubscribeConfig {
             buffer_events: self.buffer_events,
             unacked_max: self.unacked_max,
             sessions_max: self.sessions_max,
@@ -521,7 +581,7 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The token table for [`crate::auth::require`].
+    /// The token table for [`crate::handlers::guard::require`].
     pub fn auth(&self) -> Auth {
         Auth::new(self.tokens.iter().map(|t| (t.token.clone(), t.role)))
     }
@@ -660,10 +720,7 @@ mod tests {
         let sub = c.subscribe.to_config();
         assert_eq!((sub.buffer_events, sub.sessions_max), (7, 3));
         assert_eq!(sub.ping_interval, std::time::Duration::from_millis(500));
-        assert_eq!(
-            sub.unacked_max,
-            crate::routes::subscribe::SubscribeConfig::default().unacked_max
-        );
+        assert_eq!(sub.unacked_max, SubscribeConfig::default().unacked_max);
         assert!(c.check().is_ok());
         let bad =
             ServerConfig::from_toml_str("[server.subscribe]\nbuffer_events = 0\n").expect("parse");

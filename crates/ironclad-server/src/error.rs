@@ -2,9 +2,13 @@
 //! "details"}}` with a stable, documented `code` (`docs/api-errors.md`).
 //! Codes are part of the API: add new ones, never rename or reuse one.
 
+use std::borrow::Cow;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 /// Every error code the API returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -120,8 +124,9 @@ impl ErrorCode {
 }
 
 /// An API error: what went wrong, for a program (`code`) and a person
-/// (`message`), with structured `details`.
-#[derive(Debug, Clone, Serialize)]
+/// (`message`), with structured `details`. It leaves as the wire
+/// contract's [`ErrorEnvelope`] ([`error_body`]).
+#[derive(Debug, Clone)]
 pub struct ApiError {
     /// The stable code.
     pub code: ErrorCode,
@@ -130,7 +135,6 @@ pub struct ApiError {
     /// Structured context (e.g. `{"expected": 3, "actual": 5}`).
     pub details: serde_json::Value,
     /// Seconds the client should wait, sent as `Retry-After`.
-    #[serde(skip)]
     pub retry_after_s: Option<u64>,
 }
 
@@ -158,11 +162,6 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: &'a ApiError,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = error_body(&self);
@@ -184,7 +183,14 @@ impl IntoResponse for ApiError {
 /// The JSON body of an error response, for callers that must write one by
 /// hand (the connection limiter answers before any router runs).
 pub fn error_body(error: &ApiError) -> Vec<u8> {
-    serde_json::to_vec(&Envelope { error }).unwrap_or_else(|_| {
+    let envelope = ErrorEnvelope {
+        error: ErrorObject {
+            code: error.code.as_str().to_string(),
+            message: error.message.clone(),
+            details: error.details.clone(),
+        },
+    };
+    serde_json::to_vec(&envelope).unwrap_or_else(|_| {
         br#"{"error":{"code":"internal","message":"error encoding failed","details":{}}}"#.to_vec()
     })
 }
@@ -256,6 +262,32 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     out
 }
 
+/// The error envelope every failure answers with: the wire contract's
+/// (the server writes it from an [`ApiError`], the client reads it back).
+pub use ironclad_core::wire::{ErrorEnvelope, ErrorObject};
+
+/// The schema of [`ErrorCode`]: a string enum built from
+/// [`ErrorCode::ALL`], so new codes appear without editing this file.
+pub struct ErrorCodeSchema;
+
+impl PartialSchema for ErrorCodeSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .description(Some(
+                "A stable error code: new codes may be added, none is renamed or reused",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCodeSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ErrorCode")
+    }
+}
+
 /// Maps a refused or failed append onto its API error.
 impl From<ironclad::AppendError> for ApiError {
     fn from(e: ironclad::AppendError) -> Self {
@@ -311,13 +343,7 @@ impl From<ironclad::ReadError> for ApiError {
 /// An expected version as the API writes it: `"any"`, `"no_stream"`,
 /// `"stream_exists"` or a number.
 pub fn expected_to_json(e: ironclad::ExpectedVersion) -> serde_json::Value {
-    use ironclad::ExpectedVersion as E;
-    match e {
-        E::Any => "any".into(),
-        E::NoStream => "no_stream".into(),
-        E::StreamExists => "stream_exists".into(),
-        E::Exact(v) => v.into(),
-    }
+    serde_json::to_value(ironclad_core::wire::WireExpected::from(e)).unwrap_or_default()
 }
 
 fn validation_error(v: ironclad::ValidationError) -> ApiError {

@@ -11,8 +11,8 @@ pub mod auth;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod handlers;
 pub mod openapi;
-pub mod routes;
 pub mod serve;
 pub mod state;
 

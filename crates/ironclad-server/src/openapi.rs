@@ -1,23 +1,23 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the code:
 //! every handler carries a `#[utoipa::path]` annotation and is listed in
-//! [`ApiDoc`]'s `paths(...)`; request and response types derive
-//! `utoipa::ToSchema` (and are collected from the paths automatically).
+//! [`ApiDoc`]'s `paths(...)`; the request and response types are the wire
+//! contract's (`ironclad_core::wire`, whose `openapi` feature derives
+//! `utoipa::ToSchema`; they are collected from the paths automatically).
 //!
 //! To document a new endpoint: annotate its handler with
 //! `#[utoipa::path(get|post, path = "/…", tag = "…", responses(…))]`
 //! (`security(("bearer" = []))` when it needs a token), then add the
-//! handler's path (`crate::routes::<group>::<handler>`) to `paths(...)`
+//! handler's path (`crate::handlers::<group>::<handler>`) to `paths(...)`
 //! below. `tests/ops.rs` checks that every route registered in
-//! `src/routes/` appears in the document.
+//! `src/handlers/` appears in the document.
 
-use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{Modify, OpenApi};
 
-use crate::error::ErrorCode;
+use crate::error::{ErrorCodeSchema, ErrorEnvelope, ErrorObject};
 
 /// The API's document. Its `paths(...)` list is the registry of
 /// documented handlers, one block per endpoint group.
@@ -28,36 +28,36 @@ use crate::error::ErrorCode;
         description = "Durable event log and delivery engine: ingest, read, subscribe, admin and operations API (SPEC §6). Errors are always `{\"error\": {\"code\", \"message\", \"details\"}}` with a stable `code`."
     ),
     paths(
-        // ops (routes/ops.rs)
-        crate::routes::ops::healthz,
-        crate::routes::ops::readyz,
-        crate::routes::ops::metrics_text,
-        crate::routes::ops::openapi_json,
-        // admin (routes/admin/*.rs)
-        crate::routes::admin::dlq::stats,
-        crate::routes::admin::dlq::list,
-        crate::routes::admin::dlq::export,
-        crate::routes::admin::dlq::show,
-        crate::routes::admin::dlq::retry,
-        crate::routes::admin::dlq::purge,
-        crate::routes::admin::sinks::list,
-        crate::routes::admin::sinks::circuit,
-        crate::routes::admin::dumps::list,
-        crate::routes::admin::dumps::replay,
-        crate::routes::admin::ledger::verify,
-        crate::routes::admin::ledger::leases,
-        // ingest and read (routes/ingest.rs)
-        crate::routes::ingest::append,
-        crate::routes::ingest::read_stream,
-        crate::routes::ingest::list_streams,
-        // subscribe and poll (routes/subscribe.rs)
-        crate::routes::subscribe::ws::subscribe,
-        crate::routes::subscribe::poll::poll,
-        crate::routes::subscribe::poll::consumer,
-        crate::routes::subscribe::poll::consumer_ack,
+        // ops (handlers/ops.rs)
+        crate::handlers::ops::healthz,
+        crate::handlers::ops::readyz,
+        crate::handlers::ops::metrics_text,
+        crate::handlers::ops::openapi_json,
+        // admin (handlers/admin/*.rs)
+        crate::handlers::admin::dlq::stats,
+        crate::handlers::admin::dlq::list,
+        crate::handlers::admin::dlq::export,
+        crate::handlers::admin::dlq::show,
+        crate::handlers::admin::dlq::retry,
+        crate::handlers::admin::dlq::purge,
+        crate::handlers::admin::sinks::list,
+        crate::handlers::admin::sinks::circuit,
+        crate::handlers::admin::dumps::list,
+        crate::handlers::admin::dumps::replay,
+        crate::handlers::admin::ledger::verify,
+        crate::handlers::admin::ledger::leases,
+        // ingest and read (handlers/ingest.rs)
+        crate::handlers::ingest::append,
+        crate::handlers::ingest::read_stream,
+        crate::handlers::ingest::list_streams,
+        // subscribe and poll (handlers/subscribe.rs)
+        crate::handlers::subscribe::ws::subscribe,
+        crate::handlers::subscribe::poll::poll,
+        crate::handlers::subscribe::poll::consumer,
+        crate::handlers::subscribe::poll::consumer_ack,
     ),
     components(schemas(ErrorEnvelope, ErrorObject, ErrorCodeSchema)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ErrorCodes),
     tags(
         (name = "ingest", description = "Append and read events (producer; reads also consumer)"),
         (name = "subscribe", description = "WebSocket subscriptions, checkpoints, long-polling (consumer)"),
@@ -87,47 +87,20 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The error envelope every failure answers with (documentation type: the
-/// server serializes [`crate::error::ApiError`], which has this shape).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorEnvelope {
-    /// The error.
-    error: ErrorObject,
-}
+/// Points the error object's `code` at the `ErrorCode` enum: the wire
+/// contract declares it a string (a client must accept codes added later),
+/// while the document lists the codes this server answers with.
+struct ErrorCodes;
 
-/// The `error` object of [`ErrorEnvelope`].
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorObject {
-    /// The stable code (see `docs/`).
-    code: ErrorCodeSchema,
-    /// What happened and what to do next, for a person.
-    message: String,
-    /// Structured context, for a program (`{}` when there is none).
-    #[schema(value_type = Object)]
-    details: serde_json::Value,
-}
-
-/// The schema of [`ErrorCode`]: a string enum built from
-/// [`ErrorCode::ALL`], so new codes appear without editing this file.
-pub struct ErrorCodeSchema;
-
-impl PartialSchema for ErrorCodeSchema {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
-            .description(Some(
-                "A stable error code: new codes may be added, none is renamed or reused",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for ErrorCodeSchema {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("ErrorCode")
+impl Modify for ErrorCodes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("ErrorObject") {
+            object.properties.insert(
+                "code".to_string(),
+                RefOr::Ref(Ref::from_schema_name("ErrorCode")),
+            );
+        }
     }
 }
 
@@ -150,4 +123,20 @@ pub fn document_json() -> &'static str {
             .to_string()
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_error_code_is_documented_as_the_enum_of_codes() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::document_json()).unwrap_or_default();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["ErrorObject"]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+        assert!(schemas["ErrorCode"]["enum"].is_array());
+        assert!(schemas["ErrorEnvelope"].is_object());
+    }
 }

@@ -37,7 +37,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{ServerConfig, ServerConfigError};
 use crate::error::{error_body, json_errors, ApiError, ErrorCode};
-use crate::routes;
+use crate::handlers;
 use crate::state::AppState;
 
 /// Connections over `connections_max` that are being answered 503 at once;
@@ -76,16 +76,16 @@ pub type Engine = Arc<DeliveryEngine<SqliteStore>>;
 /// error shape for errors the framework produces itself.
 pub fn app(state: AppState) -> Router {
     let subs =
-        routes::subscribe::Subscriptions::new(state.clone(), state.config.subscribe.to_config());
+        handlers::subscribe::Subscriptions::new(state.clone(), state.config.subscribe.to_config());
     app_with(state, subs)
 }
 
 /// [`app`] over `subs`, whose checkpoint worker the caller flushes at
 /// shutdown.
-pub fn app_with(state: AppState, subs: routes::subscribe::Subscriptions) -> Router {
+pub fn app_with(state: AppState, subs: handlers::subscribe::Subscriptions) -> Router {
     let body_max = state.config.limits.body_bytes_max;
     let timeout = state.config.request_timeout();
-    routes::router_with(state, subs)
+    handlers::router_with(state, subs)
         .layer(DefaultBodyLimit::max(body_max))
         .layer(from_fn_with_state(timeout, request_timeout))
         .layer(from_fn(json_errors))
@@ -207,7 +207,7 @@ impl Server {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.header_timeout());
-        let subs = routes::subscribe::Subscriptions::new(
+        let subs = handlers::subscribe::Subscriptions::new(
             state.clone(),
             state.config.subscribe.to_config(),
         );

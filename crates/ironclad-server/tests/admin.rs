@@ -24,7 +24,7 @@ use ironclad::store::delivery::{DlqFilter, DlqReason};
 use ironclad::store::sqlite::SqliteStore;
 use ironclad::{Durability, ExpectedVersion, Journal, JournalConfig, NewEvent};
 use ironclad_server::auth::{Auth, Role};
-use ironclad_server::routes::ops::install_metrics_recorder;
+use ironclad_server::handlers::ops::install_metrics_recorder;
 use ironclad_server::{AppState, ServerConfig};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -224,7 +224,7 @@ async fn serve(state: AppState) -> Server {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = ironclad_server::routes::router(state);
+    let app = ironclad_server::handlers::router(state);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

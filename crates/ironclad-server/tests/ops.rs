@@ -20,7 +20,7 @@ use ironclad::emergency::{write_dump, DumpRecord};
 use ironclad::store::sqlite::SqliteStore;
 use ironclad::{Durability, ExpectedVersion, Journal, JournalConfig, NewEvent};
 use ironclad_server::auth::{Auth, Role};
-use ironclad_server::routes::ops::install_metrics_recorder;
+use ironclad_server::handlers::ops::install_metrics_recorder;
 use ironclad_server::{AppState, ServerConfig};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -48,7 +48,7 @@ async fn serve(state: AppState) -> Server {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = ironclad_server::routes::router(state);
+    let app = ironclad_server::handlers::router(state);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -391,15 +391,15 @@ fn documented(doc: &Value) -> BTreeSet<(String, String)> {
 }
 
 /// The `(METHOD, path)` pairs registered with `.route("…", get(…).post(…))`
-/// in `src/routes/**/*.rs`. axum cannot list a router's routes, so the
+/// in `src/handlers/**/*.rs`. axum cannot list a router's routes, so the
 /// registrations are read from the source; a path that is not a string
 /// literal is reported as such.
 fn registered_routes() -> Vec<(String, String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/handlers");
     let mut files = Vec::new();
     let mut stack = vec![dir];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read src/routes") {
+        for entry in std::fs::read_dir(&d).expect("read src/handlers") {
             let p = entry.expect("entry").path();
             if p.is_dir() {
                 stack.push(p);
@@ -646,7 +646,7 @@ async fn coverage(server: &Server, doc: &Value, only: &dyn Fn(&str) -> bool) -> 
 async fn every_admin_and_ops_route_is_documented() {
     let (_tmp, journal, server) = doc_server().await;
     let doc = openapi_doc(&server).await;
-    let mine = |f: &str| f.contains("routes/admin") || f.ends_with("routes/ops.rs");
+    let mine = |f: &str| f.contains("handlers/admin") || f.ends_with("handlers/ops.rs");
     let problems = coverage(&server, &doc, &mine).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     drop(server);

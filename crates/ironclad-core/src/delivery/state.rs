@@ -7,7 +7,7 @@
 //! or waits behind one that is, and one row per dead letter. A delivered
 //! event costs no row: the happy path is O(1) per batch.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A sink's persisted progress.
@@ -47,7 +47,8 @@ pub struct RetryRow {
 }
 
 /// Why an event was dead-lettered (SPEC §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DlqReason {
     /// `max_attempts` failed attempts.
@@ -84,13 +85,15 @@ impl DlqReason {
 }
 
 /// One dead letter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DlqRow {
     /// The sink it failed on.
     pub sink_id: i64,
     /// The event's position.
     pub position: u64,
     /// The event's id (its idempotency key).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = "uuid"))]
     pub event_id: Uuid,
     /// The event's ordering key.
     pub lane: String,

@@ -2,43 +2,16 @@
 //! the DLQ and the retry backlog. Read-only; works on a running engine's
 //! store (through a read-only reader) as well as on a stopped one.
 
-use serde::Serialize;
-
 use crate::delivery::routes::Routes;
 use crate::error::StoreError;
 use crate::store::Store;
 
+/// One sink's state: declared once, in the core's wire contract, because
+/// the server answers it and the CLI prints it (local and remote alike).
+pub use ironclad_core::wire::SinkStatus;
+
 /// Streams scanned for the pending count; beyond it the count is a floor.
 pub const BACKLOG_STREAMS_MAX: usize = 100_000;
-
-/// One sink's state.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SinkStatus {
-    /// The sink.
-    pub sink: String,
-    /// Events routed to it and not yet delivered or dead-lettered: retry
-    /// rows plus matching events beyond the cursor.
-    pub pending: u64,
-    /// Age of the oldest pending event, in ms (`None` when nothing is pending).
-    pub oldest_pending_age_ms: Option<u64>,
-    /// The circuit: the live state when the engine runs in this process,
-    /// otherwise the persisted operator override, or `closed`.
-    pub circuit: String,
-    /// Dead letters in the store.
-    pub dlq_entries: u64,
-    /// Dead letters archived so far.
-    pub dlq_archived: u64,
-    /// Retry rows (failed at least once, or parked behind one that did).
-    pub retry_rows: u64,
-    /// Of those, events that failed at least once.
-    pub retrying: u64,
-    /// Next retry due, ms since the Unix epoch.
-    pub next_retry_unix_ms: Option<u64>,
-    /// Events delivered so far.
-    pub delivered_total: u64,
-    /// The cursor: every matching event at or below it is settled or has a retry row.
-    pub cursor_position: u64,
-}
 
 /// Computes every registered sink's status. `live_circuit` gives the live
 /// breaker state by sink name when an engine runs in this process.

@@ -6,7 +6,7 @@
 //! misspelt filter never silently widens a selection. `purge` archives
 //! (fsynced) before it deletes, as the library always does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use axum::body::Bytes;
@@ -18,267 +18,76 @@ use axum::Json;
 use ironclad::delivery::archive::{archive_dir, list_archives};
 use ironclad::delivery::dlq::{self, DlqEntry, SinkDlqStats, DLQ_PAGE_MAX};
 use ironclad::store::delivery::{DlqFilter, DlqReason};
-use ironclad::RecordedEvent;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use ironclad_core::wire::{
+    DlqEntryBody, DlqExportQuery, DlqListQuery, DlqPage, DlqPurgeResponse, DlqRetryResponse,
+    DlqSelector, DlqStatsResponse, SinkDlqStatsBody,
+};
 
-use super::{bad_path, bad_query, blocking, dlq_error, internal, json_body};
+use super::body::json_body;
+use super::errors::{admin_error, bad_path, bad_query, dlq_error, internal};
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
+use crate::handlers::blocking::blocking;
 use crate::state::AppState;
 
 /// Page size of `GET /v1/admin/dlq` when `limit` is not given.
 pub const DLQ_PAGE_DEFAULT: usize = 50;
-
-/// Why an event was dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DlqReasonBody {
-    /// `max_attempts` failed attempts.
-    MaxAttempts,
-    /// The sink refused it for good.
-    Permanent,
-    /// The sink answered 409.
-    Conflict,
-    /// Retrying would have gone past the sink's `max_elapsed`.
-    Expired,
-}
-
-impl From<DlqReason> for DlqReasonBody {
-    fn from(r: DlqReason) -> Self {
-        match r {
-            DlqReason::MaxAttempts => DlqReasonBody::MaxAttempts,
-            DlqReason::Permanent => DlqReasonBody::Permanent,
-            DlqReason::Conflict => DlqReasonBody::Conflict,
-            DlqReason::Expired => DlqReasonBody::Expired,
-        }
-    }
-}
-
-impl From<DlqReasonBody> for DlqReason {
-    fn from(r: DlqReasonBody) -> Self {
-        match r {
-            DlqReasonBody::MaxAttempts => DlqReason::MaxAttempts,
-            DlqReasonBody::Permanent => DlqReason::Permanent,
-            DlqReasonBody::Conflict => DlqReason::Conflict,
-            DlqReasonBody::Expired => DlqReason::Expired,
-        }
-    }
-}
-
-/// DLQ totals of one sink.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SinkDlqStatsBody {
-    /// The sink.
-    pub sink: String,
-    /// Entries in the DLQ.
-    pub entries: u64,
-    /// Oldest last-failure time, ms since the Unix epoch.
-    pub oldest_failure_unix_ms: Option<u64>,
-    /// Entries per reason (reasons with no entry are left out).
-    pub by_reason: BTreeMap<String, u64>,
-    /// Entries moved to the archive so far (evicted, expired or purged).
-    pub archived_total: u64,
-}
-
-impl From<SinkDlqStats> for SinkDlqStatsBody {
-    fn from(s: SinkDlqStats) -> Self {
-        SinkDlqStatsBody {
-            sink: s.sink,
-            entries: s.stats.entries,
-            oldest_failure_unix_ms: s.stats.oldest_failure_unix_ms,
-            by_reason: s
-                .stats
-                .by_reason
-                .into_iter()
-                .map(|(r, n)| (r.as_str().to_string(), n))
-                .collect(),
-            archived_total: s.archived_total,
-        }
-    }
-}
-
-/// `GET /v1/admin/dlq/stats`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DlqStatsResponse {
-    /// Every sink that has ever been registered.
-    pub sinks: Vec<SinkDlqStatsBody>,
-}
-
-/// One dead letter, with its event.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DlqEntryBody {
-    /// The sink it failed on.
-    pub sink: String,
-    /// The sink's store id (the first half of a page cursor).
-    pub sink_id: i64,
-    /// The event's global position.
-    pub position: u64,
-    /// The event's id.
-    #[schema(format = "uuid")]
-    pub event_id: String,
-    /// The event's ordering lane (`e:<entity>` or `s:<stream>`).
-    pub lane: String,
-    /// Failed attempts.
-    pub attempts: u32,
-    /// First failure, ms since the Unix epoch.
-    pub first_failure_unix_ms: u64,
-    /// Last failure, ms since the Unix epoch.
-    pub last_failure_unix_ms: u64,
-    /// The last failure, as the sink described it.
-    pub last_error: String,
-    /// Why it stopped being retried.
-    pub reason: DlqReasonBody,
-    /// The recorded event, as `GET /v1/streams/{s}/events` returns it
-    /// (absent only if the store is damaged).
-    #[schema(value_type = Option<Object>)]
-    pub event: Option<RecordedEvent>,
-}
-
-impl From<DlqEntry> for DlqEntryBody {
-    fn from(e: DlqEntry) -> Self {
-        DlqEntryBody {
-            sink: e.sink,
-            sink_id: e.row.sink_id,
-            position: e.row.position,
-            event_id: e.row.event_id.to_string(),
-            lane: e.row.lane,
-            attempts: e.row.attempts,
-            first_failure_unix_ms: e.row.first_failure_unix_ms,
-            last_failure_unix_ms: e.row.last_failure_unix_ms,
-            last_error: e.row.last_error,
-            reason: e.row.reason.into(),
-            event: e.event,
-        }
-    }
-}
-
-/// `GET /v1/admin/dlq`: one page, oldest position first per sink.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DlqPage {
-    /// The entries.
-    pub entries: Vec<DlqEntryBody>,
-    /// When the page is full: the `after` value of the next page
-    /// (`SINK_ID:POSITION`); `null` on the last page.
-    pub next: Option<String>,
-}
-
-/// Filters and paging of `GET /v1/admin/dlq`.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DlqListQuery {
-    /// Only this sink.
-    pub sink: Option<String>,
-    /// Only this reason: `max_attempts`, `permanent`, `conflict` or `expired`.
-    pub reason: Option<String>,
-    /// Only entries whose event is in this stream.
-    pub stream: Option<String>,
-    /// Only entries whose last failure is at or before this time (ms since the Unix epoch).
-    pub failed_before_ms: Option<u64>,
-    /// Most entries on the page: 1..=1000, default 50.
-    pub limit: Option<usize>,
-    /// Start after this entry: the `next` value of the previous page (`SINK_ID:POSITION`).
-    pub after: Option<String>,
-}
-
-/// Filters of `GET /v1/admin/dlq/export` (the list's, without paging).
-/// Unknown parameters are refused, so a misspelt filter never widens an
-/// export to every entry.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct DlqExportQuery {
-    /// Only this sink.
-    pub sink: Option<String>,
-    /// Only this reason: `max_attempts`, `permanent`, `conflict` or `expired`.
-    pub reason: Option<String>,
-    /// Only entries whose event is in this stream.
-    pub stream: Option<String>,
-    /// Only entries whose last failure is at or before this time (ms since the Unix epoch).
-    pub failed_before_ms: Option<u64>,
-}
 
 /// Largest `GET /v1/admin/dlq/export` answer, bytes: the export is built
 /// in memory before it is sent. A larger one is refused with
 /// `invalid_request` and `details.reason = "export_too_large"`.
 pub const DLQ_EXPORT_BYTES_MAX: usize = 256 * 1024 * 1024;
 
-/// Which entries `retry` and `purge` act on: `{"all": true}`, or at least
-/// one filter. `position` needs `sink` and excludes the other filters.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DlqSelector {
-    /// Every entry of every sink (excludes every filter).
-    #[serde(default)]
-    pub all: bool,
-    /// Only this sink.
-    pub sink: Option<String>,
-    /// Only this reason.
-    pub reason: Option<DlqReasonBody>,
-    /// Only entries whose event is in this stream.
-    pub stream: Option<String>,
-    /// Only entries whose last failure is at or before this time (ms since the Unix epoch).
-    pub failed_before_ms: Option<u64>,
-    /// Only the entry at this position (with `sink`); a missing entry is `not_found`.
-    pub position: Option<u64>,
-}
-
-impl DlqSelector {
-    fn has_filter(&self) -> bool {
-        self.sink.is_some()
-            || self.reason.is_some()
-            || self.stream.is_some()
-            || self.failed_before_ms.is_some()
-            || self.position.is_some()
+/// Refuses empty and contradictory selectors.
+fn check_selector(sel: &DlqSelector) -> Result<(), ApiError> {
+    let invalid = |m: &str| ApiError::new(ErrorCode::InvalidRequest, m);
+    if sel.all && sel.has_filter() {
+        return Err(invalid(
+            "`all` selects every entry: drop the filters, or drop `all`",
+        ));
     }
-
-    /// Refuses empty and contradictory selectors.
-    fn check(&self) -> Result<(), ApiError> {
-        let invalid = |m: &str| ApiError::new(ErrorCode::InvalidRequest, m);
-        if self.all && self.has_filter() {
+    if !sel.all && !sel.has_filter() {
+        return Err(invalid(
+            "an empty selector is refused: send {\"all\": true} for every entry, or narrow it with sink, reason, stream, failed_before_ms, or sink and position",
+        )
+        .with_details(serde_json::json!({ "reason": "empty_selector" })));
+    }
+    if sel.position.is_some() {
+        if sel.sink.is_none() {
+            return Err(invalid("`position` needs `sink`"));
+        }
+        if sel.reason.is_some() || sel.stream.is_some() || sel.failed_before_ms.is_some() {
             return Err(invalid(
-                "`all` selects every entry: drop the filters, or drop `all`",
+                "`position` selects one entry: drop reason, stream and failed_before_ms",
             ));
         }
-        if !self.all && !self.has_filter() {
-            return Err(invalid(
-                "an empty selector is refused: send {\"all\": true} for every entry, or narrow it with sink, reason, stream, failed_before_ms, or sink and position",
-            )
-            .with_details(serde_json::json!({ "reason": "empty_selector" })));
-        }
-        if self.position.is_some() {
-            if self.sink.is_none() {
-                return Err(invalid("`position` needs `sink`"));
-            }
-            if self.reason.is_some() || self.stream.is_some() || self.failed_before_ms.is_some() {
-                return Err(invalid(
-                    "`position` selects one entry: drop reason, stream and failed_before_ms",
-                ));
-            }
-        }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// The wire form of one sink's DLQ totals (reasons keyed by name).
+fn stats_body(s: SinkDlqStats) -> SinkDlqStatsBody {
+    SinkDlqStatsBody {
+        sink: s.sink,
+        entries: s.stats.entries,
+        oldest_failure_unix_ms: s.stats.oldest_failure_unix_ms,
+        by_reason: s
+            .stats
+            .by_reason
+            .into_iter()
+            .map(|(r, n)| (r.as_str().to_string(), n))
+            .collect(),
+        archived_total: s.archived_total,
     }
 }
 
-/// `POST /v1/admin/dlq/retry`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DlqRetryResponse {
-    /// Entries moved back to retrying (attempts reset, due now).
-    pub retried: u64,
-    /// Whether a running engine was told to reload (otherwise the next
-    /// engine start sends them).
-    pub engine_reloaded: bool,
-}
-
-/// `POST /v1/admin/dlq/purge`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DlqPurgeResponse {
-    /// Entries archived and then removed from the DLQ.
-    pub purged: u64,
-    /// The archive directory on the server.
-    pub archive_dir: String,
-    /// Archive files this purge wrote.
-    pub files: Vec<String>,
+/// The wire form of a dead letter (the library's, field for field).
+fn entry_body(e: DlqEntry) -> DlqEntryBody {
+    DlqEntryBody {
+        sink: e.sink,
+        row: e.row,
+        event: e.event,
+    }
 }
 
 fn parse_after(s: &str) -> Result<(i64, u64), ApiError> {
@@ -335,7 +144,7 @@ fn selection_filter(state: &AppState, sel: &DlqSelector) -> Result<DlqFilter, Ap
         sel.sink.as_deref(),
         DlqFilter {
             sink_id: None,
-            reason: sel.reason.map(Into::into),
+            reason: sel.reason,
             stream: sel.stream.clone(),
             failed_before_unix_ms: sel.failed_before_ms,
             position: None,
@@ -364,7 +173,7 @@ fn selection_filter(state: &AppState, sel: &DlqSelector) -> Result<DlqFilter, Ap
 pub async fn stats(State(state): State<AppState>) -> Result<Json<DlqStatsResponse>, ApiError> {
     let sinks = blocking(move || dlq::stats(&state.journal).map_err(dlq_error)).await?;
     Ok(Json(DlqStatsResponse {
-        sinks: sinks.into_iter().map(Into::into).collect(),
+        sinks: sinks.into_iter().map(stats_body).collect(),
     }))
 }
 
@@ -416,7 +225,7 @@ pub async fn list(
         _ => None,
     };
     Ok(Json(DlqPage {
-        entries: entries.into_iter().map(Into::into).collect(),
+        entries: entries.into_iter().map(entry_body).collect(),
         next,
     }))
 }
@@ -525,7 +334,7 @@ pub async fn show(
     let Path((sink, position)) = path.map_err(bad_path)?;
     let entry =
         blocking(move || dlq::show(&state.journal, &sink, position).map_err(dlq_error)).await?;
-    Ok(Json(entry.into()))
+    Ok(Json(entry_body(entry)))
 }
 
 /// Sends the selected dead letters back to retrying (attempts reset, due
@@ -551,17 +360,11 @@ pub async fn retry(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DlqRetryResponse>, ApiError> {
     let sel: DlqSelector = json_body(body, false)?;
-    sel.check()?;
+    check_selector(&sel)?;
     let st = state.clone();
     let filter = blocking(move || selection_filter(&st, &sel)).await?;
     let (retried, engine_reloaded) = match &state.engine {
-        Some(engine) => (
-            engine
-                .dlq_retry(&filter)
-                .await
-                .map_err(super::admin_error)?,
-            true,
-        ),
+        Some(engine) => (engine.dlq_retry(&filter).await.map_err(admin_error)?, true),
         None => (
             dlq::retry(&state.journal, &filter)
                 .await
@@ -606,7 +409,7 @@ pub async fn purge(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DlqPurgeResponse>, ApiError> {
     let sel: DlqSelector = json_body(body, false)?;
-    sel.check()?;
+    check_selector(&sel)?;
     let data_dir = state.journal.config().data_dir.clone();
     let st = state.clone();
     let dir = data_dir.clone();

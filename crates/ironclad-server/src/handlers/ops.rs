@@ -18,14 +18,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ironclad::store::Store;
 use ironclad::Journal;
+use ironclad_core::wire::HealthResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-use crate::auth::{self, Access};
+use crate::auth::Access;
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
-use crate::routes::admin::ledger::LEDGER_VERIFY_FAILURES_TOTAL;
+use crate::handlers::admin::ledger::LEDGER_VERIFY_FAILURES_TOTAL;
+use crate::handlers::guard::require;
 use crate::state::AppState;
 
 /// How often the recorder's histograms are compacted (the exporter needs
@@ -92,26 +92,22 @@ pub fn install_metrics_recorder() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// `/healthz` and `/readyz` answer.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct HealthResponse {
-    /// `ok` (healthz) or `ready` (readyz).
-    pub status: String,
-}
-
 /// The group's routes: `/metrics` behind [`Access::Admin`], the rest open.
-pub fn router(state: AppState) -> Router {
+/// `document` renders the OpenAPI document: it is passed in because the
+/// document lists this module's handlers (`crate::openapi`), so this
+/// module must not reach back for it.
+pub fn router(state: AppState, document: fn() -> &'static str) -> Router {
     install_metrics_recorder();
     let admin = Router::new()
         .route("/metrics", get(metrics_text))
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Access::Admin),
-            auth::require,
+            require,
         ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi_json))
+        .route("/openapi.json", get(move || openapi_json(document)))
         .merge(admin)
         .with_state(state)
 }
@@ -203,8 +199,8 @@ pub async fn readyz(
     tag = "ops",
     responses((status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json"))
 )]
-pub async fn openapi_json() -> Response {
-    let mut resp = (StatusCode::OK, crate::openapi::document_json()).into_response();
+pub async fn openapi_json(document: fn() -> &'static str) -> Response {
+    let mut resp = (StatusCode::OK, document()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -1,8 +1,12 @@
 //! The router: one module per endpoint group, each behind its access check
-//! ([`crate::auth::require`]). Each module exposes `router(state)`; this
-//! file only merges them.
+//! ([`guard::require`]). Each group exposes `router(state)`; this file only
+//! merges them. What every group shares lives beside it and depends on no
+//! group: the access check ([`guard`]) and the one way to run blocking work
+//! ([`blocking`]).
 
 pub mod admin;
+pub mod blocking;
+pub mod guard;
 pub mod ingest;
 pub mod ops;
 pub mod subscribe;
@@ -24,5 +28,5 @@ pub fn router_with(state: AppState, subs: subscribe::Subscriptions) -> Router {
         .merge(ingest::router(state.clone()))
         .merge(subscribe::router_with(subs))
         .merge(admin::router(state.clone()))
-        .merge(ops::router(state))
+        .merge(ops::router(state, crate::openapi::document_json))
 }

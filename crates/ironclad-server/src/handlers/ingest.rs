@@ -23,7 +23,6 @@
 //! ingest queue, then is answered 429 `queue_full` with `Retry-After: 1`.
 //! Nothing of it was queued, so resending (with the same ids) is safe.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -35,16 +34,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ironclad::validate::json_depth_exceeds;
-use ironclad::{AppendStatus, ExpectedVersion, NewEvent, Op, RecordedEvent, StreamHead};
-use serde::{Deserialize, Serialize};
+use ironclad::{AppendResult, AppendStatus, ExpectedVersion, NewEvent, RecordedEvent};
+use ironclad_core::wire::{AppendRequest, ListQuery, ReadPage, ReadQuery, StreamPage};
 use serde_json::value::RawValue;
-use utoipa::ToSchema;
-use uuid::Uuid;
 
-use crate::auth::{require, Access};
+use crate::auth::Access;
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
-use crate::routes::subscribe::blocking;
+use crate::handlers::blocking::blocking;
+use crate::handlers::guard::require;
 use crate::state::AppState;
 
 /// Events per read page when the request gives no `limit`.
@@ -67,85 +65,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/streams", get(list_streams).route_layer(read))
         .with_state(state)
-}
-
-/// The append request body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AppendRequest {
-    /// The precondition; `"any"` when absent.
-    #[serde(default)]
-    #[schema(value_type = Option<WireExpected>)]
-    pub expected_version: Option<WireExpected>,
-    /// The events, in order.
-    pub events: Vec<WireEvent>,
-}
-
-/// An expected version as sent: a keyword or a version number.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum WireExpected {
-    /// `"any"`, `"no_stream"` or `"stream_exists"`.
-    Keyword(String),
-    /// An exact version (0 = no stream).
-    Exact(u64),
-}
-
-impl WireExpected {
-    fn parse(&self) -> Result<ExpectedVersion, ApiError> {
-        match self {
-            WireExpected::Exact(v) => Ok(ExpectedVersion::Exact(*v)),
-            WireExpected::Keyword(k) => match k.as_str() {
-                "any" => Ok(ExpectedVersion::Any),
-                "no_stream" => Ok(ExpectedVersion::NoStream),
-                "stream_exists" => Ok(ExpectedVersion::StreamExists),
-                _ => Err(ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    "expected_version must be \"any\", \"no_stream\", \"stream_exists\" or a version number",
-                )),
-            },
-        }
-    }
-}
-
-/// One event as sent.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WireEvent {
-    /// Idempotency key; generated when absent (then a retry is not
-    /// idempotent: send ids).
-    #[serde(default)]
-    #[schema(value_type = Option<String>, example = "0190a6f0-0000-7000-8000-000000000001")]
-    pub id: Option<Uuid>,
-    /// Event type.
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// Entity operation: `event` (default), `create`, `update` or `delete`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub op: Op,
-    /// Entity key.
-    #[serde(default)]
-    pub entity: Option<String>,
-    /// The payload, any JSON value, kept as written.
-    #[schema(value_type = Object)]
-    pub payload: Box<RawValue>,
-    /// String metadata.
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-}
-
-impl From<WireEvent> for NewEvent {
-    fn from(w: WireEvent) -> Self {
-        NewEvent {
-            id: w.id,
-            event_type: w.event_type,
-            op: w.op,
-            entity: w.entity,
-            payload: w.payload.get().to_string(),
-            metadata: w.metadata,
-        }
-    }
 }
 
 /// Decodes and checks an append body against the server's limits: UTF-8,
@@ -203,7 +122,12 @@ pub fn decode_append(
         ));
     }
     let expected = match &req.expected_version {
-        Some(w) => w.parse()?,
+        Some(w) => w.parse().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "expected_version must be \"any\", \"no_stream\", \"stream_exists\" or a version number",
+            )
+        })?,
         None => ExpectedVersion::Any,
     };
     Ok((
@@ -237,29 +161,6 @@ fn body_error(e: BytesRejection) -> ApiError {
     }
 }
 
-/// The answer to an append (documentation type: the handler serializes
-/// [`ironclad::AppendResult`], which has this shape).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct AppendResponse {
-    /// `appended` (201) or `already_appended` (200).
-    status: String,
-    /// Where each event landed, in the order sent.
-    events: Vec<EventAckBody>,
-}
-
-/// Where one appended event landed.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct EventAckBody {
-    /// The event id (given or generated).
-    id: String,
-    /// Its stream version.
-    version: u64,
-    /// Its global position.
-    position: u64,
-}
-
 /// `POST /v1/streams/{stream}/events`.
 #[utoipa::path(
     post,
@@ -269,8 +170,8 @@ pub struct EventAckBody {
     params(("stream" = String, Path, description = "The stream name (1-256 bytes of UTF-8, no control characters), percent-encoded")),
     request_body = AppendRequest,
     responses(
-        (status = 201, description = "Appended and durable", body = AppendResponse),
-        (status = 200, description = "Every id was already appended with the same content; nothing was written", body = AppendResponse),
+        (status = 201, description = "Appended and durable", body = AppendResult),
+        (status = 200, description = "Every id was already appended with the same content; nothing was written", body = AppendResult),
         (status = 400, description = "`invalid_json`, `invalid_request`, `too_many_events` or `json_too_deep`", body = ErrorEnvelope),
         (status = 401, description = "`unauthorized`: no or unknown token", body = ErrorEnvelope),
         (status = 403, description = "`forbidden`: a consumer token", body = ErrorEnvelope),
@@ -321,29 +222,6 @@ pub async fn append(
     Ok((status, Json(result)).into_response())
 }
 
-/// Query of a stream read.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct ReadQuery {
-    /// First version to return (default 1).
-    pub from: Option<u64>,
-    /// Most events to return (default 100, at most `read_limit_max`).
-    pub limit: Option<usize>,
-}
-
-/// A page of a stream.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReadPage {
-    /// The events, in version order (the full envelope: id, stream,
-    /// version, position, type, op, entity, payload, metadata,
-    /// created_at_us, hash_version, prev_hash, hash, global_hash).
-    #[schema(value_type = Vec<Object>)]
-    pub events: Vec<RecordedEvent>,
-    /// `from` for the next page; `null` at the end of the stream.
-    pub next: Option<u64>,
-}
-
 fn check_limit(limit: Option<usize>, max: usize) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(READ_LIMIT_DEFAULT.min(max));
     if limit == 0 || limit > max {
@@ -354,6 +232,21 @@ fn check_limit(limit: Option<usize>, max: usize) -> Result<usize, ApiError> {
         .with_details(serde_json::json!({ "limit": limit, "max": max })));
     }
     Ok(limit)
+}
+
+/// The events as the JSON text a page carries (the same bytes as
+/// serializing them in place).
+pub fn event_texts(events: &[RecordedEvent]) -> Result<Vec<Box<RawValue>>, ApiError> {
+    events
+        .iter()
+        .map(serde_json::value::to_raw_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("an event could not be encoded: {e}"),
+            )
+        })
 }
 
 /// `GET /v1/streams/{stream}/events`.
@@ -394,30 +287,12 @@ pub async fn read_stream(
             Some(last) if events.len() == limit => Some(last.version + 1),
             _ => None,
         };
-        Ok(Json(ReadPage { events, next }))
+        Ok(Json(ReadPage {
+            events: event_texts(&events)?,
+            next,
+        }))
     })
     .await
-}
-
-/// Query of a stream listing.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// List names after this one (default: from the start).
-    pub after: Option<String>,
-    /// Most streams to return (default 100, at most `read_limit_max`).
-    pub limit: Option<usize>,
-}
-
-/// A page of stream heads.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StreamPage {
-    /// Heads sorted by name: `{stream, version, hash}`.
-    #[schema(value_type = Vec<Object>)]
-    pub streams: Vec<StreamHead>,
-    /// `after` for the next page; `null` when this was the last.
-    pub next: Option<String>,
 }
 
 /// `GET /v1/streams`.

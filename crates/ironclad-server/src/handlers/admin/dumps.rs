@@ -14,52 +14,17 @@ use axum::Json;
 use ironclad::emergency::{list_dumps, DumpError};
 use ironclad::error::ReplayError;
 use ironclad::AppendError;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use ironclad_core::wire::{DumpBody, DumpsResponse, ReplayResponse};
 
-use super::{bad_path, blocking, internal};
+use super::errors::{bad_path, internal};
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
+use crate::handlers::blocking::blocking;
 use crate::state::AppState;
 
 /// Most dumps one listing returns (oldest first); `truncated` says when
 /// there are more. Replaying the oldest brings the rest into view.
 pub const DUMPS_LIST_MAX: usize = 1_000;
-
-/// One dump file.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DumpBody {
-    /// Its file name: the `{name}` of the replay endpoint.
-    pub name: String,
-    /// Its path on the server.
-    pub path: String,
-    /// Its size in bytes.
-    pub bytes: u64,
-}
-
-/// `GET /v1/admin/dumps`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DumpsResponse {
-    /// Dumps waiting to be replayed, oldest first (at most 1000).
-    pub dumps: Vec<DumpBody>,
-    /// Whether more dumps wait than were listed.
-    pub truncated: bool,
-}
-
-/// What a replay did.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ReplayResponse {
-    /// The dump.
-    pub name: String,
-    /// Records (appends) in the dump.
-    pub records: usize,
-    /// Events the replay wrote.
-    pub appended_events: u64,
-    /// Events that were already in the journal.
-    pub already_appended_events: u64,
-    /// Where the dump was archived.
-    pub archived_to: String,
-}
 
 /// The listed dumps with their real paths. Blocking.
 fn dumps(state: &AppState) -> Result<Vec<(DumpBody, PathBuf)>, ApiError> {

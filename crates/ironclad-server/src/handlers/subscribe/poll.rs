@@ -14,15 +14,17 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use ironclad::store::Store;
 use ironclad::RecordedEvent;
-use serde::{Deserialize, Serialize};
+use ironclad_core::wire::{AckRequest, ConsumerBody, PollPage, PollQuery};
 use tokio::time::Instant;
 
-use super::{
-    blocking, check_consumer, path_error, query_error, store_error, stored_checkpoint,
-    StreamFilter, Subscriptions,
+use super::subscriptions::{
+    check_consumer, path_error, query_error, store_error, stored_checkpoint, StreamFilter,
+    Subscriptions,
 };
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
+use crate::handlers::blocking::blocking;
+use crate::handlers::ingest::event_texts;
 
 /// Events per poll when the request gives no `limit`.
 pub const POLL_LIMIT_DEFAULT: usize = 100;
@@ -30,53 +32,12 @@ pub const POLL_LIMIT_DEFAULT: usize = 100;
 /// Events read per page while a filtered poll looks for matches.
 const SCAN_PAGE_EVENTS: usize = 1_000;
 
-/// The query of `GET /v1/poll`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct PollQuery {
-    /// Return events with a position above this. Defaults to the
-    /// consumer's checkpoint when `consumer` is given, else 0.
-    pub after: Option<u64>,
-    /// Wait up to this long (ms, capped at 30 000 and below the request
-    /// timeout) when nothing is there yet. Default 0: answer at once.
-    pub wait_ms: Option<u64>,
-    /// Most events to return (default 100, at most `read_limit_max`).
-    pub limit: Option<usize>,
-    /// Only streams matching this glob.
-    pub streams: Option<String>,
-    /// A consumer whose checkpoint is the default `after`.
-    pub consumer: Option<String>,
-}
-
-/// A poll's answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PollPage {
-    /// Events in position order.
-    #[schema(value_type = Vec<Object>)]
-    pub events: Vec<RecordedEvent>,
-    /// The `after` of the next poll.
-    pub next: u64,
-}
-
-/// `POST /v1/consumers/{name}/ack` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AckRequest {
-    /// Every event up to this position is handled.
-    pub position: u64,
-}
-
-/// A consumer's checkpoint.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ConsumerBody {
-    /// The consumer's name.
-    pub consumer: String,
-    /// The durable checkpoint: resume after it.
-    pub position: u64,
-    /// When it last moved, µs since the Unix epoch (absent in an ack's
-    /// answer).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub updated_at_us: Option<i64>,
+/// A poll's answer, with its events as JSON text.
+fn page(events: &[RecordedEvent], next: u64) -> Result<Json<PollPage>, ApiError> {
+    Ok(Json(PollPage {
+        events: event_texts(events)?,
+        next,
+    }))
 }
 
 /// Long-polls for events.
@@ -155,17 +116,17 @@ pub async fn poll(
         }
         let budget_spent = scanned >= subs.config.poll_scan_events_max;
         if !events.is_empty() || budget_spent || Instant::now() >= deadline {
-            return Ok(Json(PollPage { events, next }));
+            return page(&events, next);
         }
         tokio::select! {
             r = head_rx.changed() => {
                 if r.is_err() {
                     // The journal is shutting down.
-                    return Ok(Json(PollPage { events, next }));
+                    return page(&events, next);
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                return Ok(Json(PollPage { events, next }));
+                return page(&events, next);
             }
         }
     }

@@ -45,28 +45,17 @@ use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ironclad::RecordedEvent;
+use ironclad_core::wire::SubscribeQuery;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use super::{
-    blocking, check_consumer, query_error, stored_checkpoint, StreamFilter, Subscriptions,
+use super::subscriptions::{
+    check_consumer, query_error, stored_checkpoint, StreamFilter, Subscriptions,
 };
 use crate::checkpoint::CheckpointError;
 use crate::error::{ApiError, ErrorCode};
-
-/// The query of `GET /v1/subscribe`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct SubscribeQuery {
-    /// The consumer's name; its checkpoint is kept and resumed from.
-    pub consumer: Option<String>,
-    /// Start after this position (overrides `Last-Event-ID` and the
-    /// checkpoint).
-    pub from: Option<u64>,
-    /// Only streams matching this glob.
-    pub streams: Option<String>,
-}
+use crate::handlers::blocking::blocking;
 
 /// Longest close reason: a close frame's payload is at most 125 bytes, two
 /// of them the code.
@@ -87,8 +76,8 @@ const EMPTY_READ_PAUSE: Duration = Duration::from_millis(10);
     params(SubscribeQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol: event frames follow"),
-        (status = 400, description = "Bad query, header or not a WebSocket request", body = crate::openapi::ErrorEnvelope),
-        (status = 503, description = "Too many subscriptions", body = crate::openapi::ErrorEnvelope),
+        (status = 400, description = "Bad query, header or not a WebSocket request", body = crate::error::ErrorEnvelope),
+        (status = 503, description = "Too many subscriptions", body = crate::error::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]

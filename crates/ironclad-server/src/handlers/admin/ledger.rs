@@ -9,61 +9,18 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
-use ironclad::{LedgerHead, VerifyError, VerifyOptions};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use ironclad::{VerifyError, VerifyOptions};
+use ironclad_core::wire::{LeasesResponse, VerifyRequest, VerifyResponse};
 
-use super::{blocking, internal, json_body};
+use super::body::json_body;
+use super::errors::internal;
+use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::openapi::ErrorEnvelope;
+use crate::handlers::blocking::blocking;
 use crate::state::AppState;
 
 /// Counter: ledger verifications that found a mismatch (SPEC §9 "Ledger").
 pub const LEDGER_VERIFY_FAILURES_TOTAL: &str = "ironclad_ledger_verify_failures_total";
-
-/// A global ledger head, as `ironclad ledger head` prints it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct LedgerHeadBody {
-    /// The position.
-    pub position: u64,
-    /// The global-chain hash at that position, 64 lowercase hex digits.
-    pub hash: String,
-}
-
-/// `POST /v1/admin/ledger/verify` body; an empty body verifies everything.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyRequest {
-    /// Verify only this stream's chain (excludes `against`).
-    pub stream: Option<String>,
-    /// An exported head that must still be present and unchanged: detects
-    /// a log truncated or rewritten since it was exported.
-    #[schema(value_type = Option<LedgerHeadBody>)]
-    pub against: Option<LedgerHead>,
-}
-
-/// A successful verification.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct VerifyResponse {
-    /// Always `true` (a mismatch is a 409 `ledger_mismatch`).
-    pub ok: bool,
-    /// Events whose hashes were recomputed and matched.
-    pub checked: u64,
-    /// The global head reached (`null` for an empty log or a stream-only check).
-    #[schema(value_type = Option<LedgerHeadBody>)]
-    pub head: Option<LedgerHead>,
-}
-
-/// `GET /v1/admin/leases`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct LeasesResponse {
-    /// `single-node`: leases exist only in the PostgreSQL scale-out mode,
-    /// which is not built.
-    pub mode: String,
-    /// The leases held (always empty in `single-node` mode).
-    #[schema(value_type = Vec<Object>)]
-    pub leases: Vec<serde_json::Value>,
-}
 
 /// Recomputes the hash chains and reports the first mismatch.
 #[utoipa::path(
