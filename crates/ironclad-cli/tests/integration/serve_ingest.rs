@@ -4,7 +4,7 @@
 //! tokens, configuration layering, and a SIGTERM graceful shutdown after
 //! which every acknowledged event is still there.
 
-mod serve_support;
+use crate::serve_support;
 
 use serde_json::json;
 use serve_support::{client, event, send, start, try_start};

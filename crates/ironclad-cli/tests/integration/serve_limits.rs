@@ -5,7 +5,7 @@
 //! body that never arrives gets 408 `timeout`), and the connection limit
 //! (one connection over it gets 503 `too_many_connections`).
 
-mod serve_support;
+use crate::serve_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

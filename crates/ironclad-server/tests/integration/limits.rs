@@ -3,7 +3,7 @@
 //! timeout, connections) need sockets and are tested against a real server
 //! process in `crates/ironclad-cli/tests/serve_limits.rs`.
 
-mod ingest_support;
+use crate::ingest_support;
 
 use axum::http::{Method, StatusCode};
 use ingest_support::{app_with, event};

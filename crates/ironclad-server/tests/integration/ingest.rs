@@ -3,7 +3,7 @@
 //! property test that no request body, path or query makes a handler panic
 //! or answer 5xx.
 
-mod ingest_support;
+use crate::ingest_support;
 
 use axum::http::{Method, StatusCode};
 use ingest_support::{app, event};

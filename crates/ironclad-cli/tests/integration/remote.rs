@@ -3,7 +3,7 @@
 //! directory (SPEC §7), `tail` follows live events, and tokens are
 //! enforced with clear errors. Real server processes on ephemeral ports.
 
-mod serve_support;
+use crate::serve_support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@
 //!    declared handled, so a restart from the stored checkpoint delivers
 //!    them again.
 
-mod serve_support;
+use crate::serve_support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -3,7 +3,7 @@
 //! token, a malformed header, producer, consumer and admin, against
 //! append, read and list.
 
-mod serve_support;
+use crate::serve_support;
 
 use serde_json::json;
 use serve_support::{client, event, send, start};

@@ -3,7 +3,7 @@
 //! consumer, admin) against every endpoint. The same matrix runs against a
 //! real server process in `crates/ironclad-cli/tests/serve_auth.rs`.
 
-mod ingest_support;
+use crate::ingest_support;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};

@@ -1,0 +1,14 @@
+//! The `ironclad` binary's integration tests, in one test binary so the
+//! shared helpers and the dependencies are compiled and linked once. Each
+//! module runs the real binary (`CARGO_BIN_EXE_ironclad`) against real data
+//! directories and servers, as its own `//!` says.
+
+mod serve_support;
+
+mod cli;
+mod cli_delivery;
+mod realtime;
+mod remote;
+mod serve_auth;
+mod serve_ingest;
+mod serve_limits;
