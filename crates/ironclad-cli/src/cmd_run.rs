@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use ironclad::delivery::config::DeliveryConfig;
 use ironclad::delivery::engine::{DeliveryEngine, StartError};
 use ironclad::delivery::status::SinkStatus;
 use ironclad::store::sqlite::SqliteStore;
@@ -111,20 +112,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> CmdResult {
         .iter()
         .map(|s| (s.name.clone(), s.kind.as_str()))
         .collect();
-    let engine = match DeliveryEngine::start(journal.clone(), config).await {
-        Ok(engine) => Arc::new(engine),
-        Err(e) => {
-            let _ = journal.shutdown(Duration::from_secs(10)).await;
-            let code = match e {
-                StartError::Config(_) | StartError::Sink { .. } => ExitCode::Usage,
-                _ => ExitCode::Failed,
-            };
-            return Err(Failure {
-                code,
-                error: anyhow::Error::from(e).context("cannot start delivery"),
-            });
-        }
-    };
+    let engine = Arc::new(start_delivery(&journal, config, Duration::from_secs(10)).await?);
     if cli.json {
         output::json_line(&RunLine::Started {
             data_dir: &data_dir,
@@ -318,6 +306,31 @@ impl Signals {
         {
             let _ = tokio::signal::ctrl_c().await;
             "Ctrl-C"
+        }
+    }
+}
+
+/// Starts the delivery engine on `journal`. On failure the journal is shut
+/// down (within `shutdown_deadline`) and the error maps to an exit code: a
+/// bad configuration or sink is a usage error (2), anything else a failure
+/// (1). Shared by `run` and `serve`.
+pub(crate) async fn start_delivery(
+    journal: &Journal,
+    config: DeliveryConfig,
+    shutdown_deadline: Duration,
+) -> Result<Engine, Failure> {
+    match DeliveryEngine::start(journal.clone(), config).await {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            let _ = journal.shutdown(shutdown_deadline).await;
+            let code = match e {
+                StartError::Config(_) | StartError::Sink { .. } => ExitCode::Usage,
+                _ => ExitCode::Failed,
+            };
+            Err(Failure {
+                code,
+                error: anyhow::Error::from(e).context("cannot start delivery"),
+            })
         }
     }
 }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use ironclad::delivery::engine::{DeliveryEngine, StartError};
 use ironclad::Journal;
 use ironclad_server::config::CONFIG_FILE_BYTES_MAX;
 use ironclad_server::serve::{self, ServeError};
@@ -127,20 +126,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CmdResult {
     let journal = Journal::open(config.journal_config())?;
     let engine = match delivery {
         None => None,
-        Some(d) => match DeliveryEngine::start(journal.clone(), d).await {
-            Ok(engine) => Some(Arc::new(engine)),
-            Err(e) => {
-                let _ = journal.shutdown(config.shutdown_deadline()).await;
-                let code = match e {
-                    StartError::Config(_) | StartError::Sink { .. } => ExitCode::Usage,
-                    _ => ExitCode::Failed,
-                };
-                return Err(Failure {
-                    code,
-                    error: anyhow::Error::from(e).context("cannot start delivery"),
-                });
-            }
-        },
+        Some(d) => Some(Arc::new(
+            crate::cmd_run::start_delivery(&journal, d, config.shutdown_deadline()).await?,
+        )),
     };
     let data_dir = config.data_dir.clone();
     let auth = !config.tokens.is_empty();

@@ -54,6 +54,7 @@ use super::subscriptions::{
     check_consumer, query_error, stored_checkpoint, StreamFilter, Subscriptions,
 };
 use crate::checkpoint::CheckpointError;
+use crate::config::SubscribeConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::handlers::blocking::blocking;
 
@@ -313,23 +314,14 @@ impl Live {
     ) -> Option<CloseFrame> {
         let cfg = self.subs.config.clone();
         let journal = self.subs.app.journal.clone();
-        // Registration: a named consumer gets its (possibly newer than
-        // stored) checkpoint and an eviction signal.
-        let (_never, mut evicted) = oneshot::channel::<()>();
-        let mut start = params.start.unwrap_or(params.head);
-        if let Some(name) = &params.consumer {
-            match self.subs.checkpoints().open(name, params.stored).await {
-                Ok(opened) => {
-                    self.consumer = Some(opened.session);
-                    evicted = opened.evicted;
-                    start = params.start.unwrap_or(opened.checkpoint);
-                }
-                Err(e @ CheckpointError::TooManyConsumers(_)) => {
-                    return Some(close(close_code::AGAIN, e.to_string()));
-                }
-                Err(e) => return Some(close(close_code::AWAY, e.to_string())),
-            }
-        }
+        // The sender half must outlive the loop: for an anonymous session
+        // the eviction signal never fires.
+        let (_never, unnamed) = oneshot::channel::<()>();
+        let (start, mut evicted) = match self.register(&params).await {
+            Ok(Some((start, evicted))) => (start, evicted),
+            Ok(None) => (params.start.unwrap_or(params.head), unnamed),
+            Err(frame) => return Some(frame),
+        };
         self.next = start.saturating_add(1);
         self.last_sent = start;
         let mut evicted_done = false;
@@ -346,18 +338,9 @@ impl Live {
             // Full while there is more to send: the client is not keeping
             // up. `slow_grace` absorbs scheduling hiccups of the writer.
             let full = behind && window_open && self.events_tx.capacity() == 0;
-            let full_until = if full {
-                let since = *full_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= cfg.slow_grace {
-                    return Some(close(
-                        close_code::POLICY,
-                        format!("slow consumer: buffer of {} events full", cfg.buffer_events),
-                    ));
-                }
-                since + cfg.slow_grace
-            } else {
-                full_since = None;
-                Instant::now()
+            let full_until = match slow_deadline(full, &mut full_since, &cfg) {
+                Ok(until) => until,
+                Err(frame) => return Some(frame),
             };
             let can_pump = behind && window_open && !full;
             tokio::select! {
@@ -411,6 +394,29 @@ impl Live {
                     }
                 },
             }
+        }
+    }
+
+    /// Registers a named consumer: its (possibly newer than stored)
+    /// checkpoint, or the asked start, and its eviction signal. `None` for
+    /// an anonymous session; `Err` is the close frame to send.
+    async fn register(
+        &mut self,
+        params: &Params,
+    ) -> Result<Option<(u64, oneshot::Receiver<()>)>, CloseFrame> {
+        let Some(name) = &params.consumer else {
+            return Ok(None);
+        };
+        match self.subs.checkpoints().open(name, params.stored).await {
+            Ok(opened) => {
+                self.consumer = Some(opened.session);
+                let start = params.start.unwrap_or(opened.checkpoint);
+                Ok(Some((start, opened.evicted)))
+            }
+            Err(e @ CheckpointError::TooManyConsumers(_)) => {
+                Err(close(close_code::AGAIN, e.to_string()))
+            }
+            Err(e) => Err(close(close_code::AWAY, e.to_string())),
         }
     }
 
@@ -594,6 +600,28 @@ async fn send_batch(
         }
     }
     sink.flush().await
+}
+
+/// While the send buffer is `full`, the instant the slow-consumer grace
+/// runs out (`Err`: it has, close with this frame); otherwise now. Tracks
+/// since when it has been full in `full_since`.
+fn slow_deadline(
+    full: bool,
+    full_since: &mut Option<Instant>,
+    cfg: &SubscribeConfig,
+) -> Result<Instant, CloseFrame> {
+    if !full {
+        *full_since = None;
+        return Ok(Instant::now());
+    }
+    let since = *full_since.get_or_insert_with(Instant::now);
+    if since.elapsed() >= cfg.slow_grace {
+        return Err(close(
+            close_code::POLICY,
+            format!("slow consumer: buffer of {} events full", cfg.buffer_events),
+        ));
+    }
+    Ok(since + cfg.slow_grace)
 }
 
 #[cfg(test)]
