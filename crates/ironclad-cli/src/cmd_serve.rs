@@ -72,7 +72,7 @@ fn config_failure(e: ServerConfigError) -> Failure {
 pub fn resolve(cli: &Cli, args: &ServeArgs) -> Result<ServerConfig, Failure> {
     let mut config = ServerConfig::default();
     if let Some(path) = &args.config {
-        let text = read_capped(path)?;
+        let text = config_file::read_capped(path, CONFIG_FILE_BYTES_MAX as u64)?;
         config
             .apply_toml_str(&text)
             .map_err(|e| usage(format!("config {}: {e}", path.display())))?;
@@ -91,21 +91,6 @@ pub fn resolve(cli: &Cli, args: &ServeArgs) -> Result<ServerConfig, Failure> {
     }
     config.check().map_err(config_failure)?;
     Ok(config)
-}
-
-fn read_capped(path: &std::path::Path) -> Result<String, Failure> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| {
-        usage(format!(
-            "config {}: {e}; check the --config path",
-            path.display()
-        ))
-    })?;
-    let mut text = String::new();
-    file.take(CONFIG_FILE_BYTES_MAX as u64 + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| usage(format!("config {}: {e}", path.display())))?;
-    Ok(text)
 }
 
 /// Runs `serve`.

@@ -73,22 +73,7 @@ pub fn usage(message: impl std::fmt::Display) -> Failure {
 /// routes; other keys are ignored. An unreadable file or bad TOML is a
 /// usage error (exit 2).
 pub fn read(path: &Path) -> Result<ConfigFile, Failure> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        usage(format!(
-            "config {}: {e}; check the --config path",
-            path.display()
-        ))
-    })?;
-    let mut text = String::new();
-    file.take(CONFIG_FILE_BYTES_MAX + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| usage(format!("config {}: {e}", path.display())))?;
-    if text.len() as u64 > CONFIG_FILE_BYTES_MAX {
-        return Err(usage(format!(
-            "config {}: larger than {CONFIG_FILE_BYTES_MAX} bytes; is this the right file?",
-            path.display()
-        )));
-    }
+    let text = read_capped(path, CONFIG_FILE_BYTES_MAX)?;
     let root: Root = toml::from_str(&text).map_err(|e| {
         usage(format!(
             "config {}: {}",
@@ -135,4 +120,27 @@ pub fn data_dir(cli: &Cli, file: Option<&ConfigFile>) -> PathBuf {
 /// The journal configuration for `data_dir`, with default settings.
 pub fn journal_config(data_dir: &Path) -> JournalConfig {
     JournalConfig::new(data_dir)
+}
+
+/// Reads a configuration file as text, refusing one larger than
+/// `bytes_max` (reading stops just past it, so a huge or endless file costs
+/// nothing). Unreadable or too large: a usage error (exit 2).
+pub fn read_capped(path: &Path, bytes_max: u64) -> Result<String, Failure> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        usage(format!(
+            "config {}: {e}; check the --config path",
+            path.display()
+        ))
+    })?;
+    let mut text = String::new();
+    file.take(bytes_max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| usage(format!("config {}: {e}", path.display())))?;
+    if text.len() as u64 > bytes_max {
+        return Err(usage(format!(
+            "config {}: larger than {bytes_max} bytes; is this the right file?",
+            path.display()
+        )));
+    }
+    Ok(text)
 }
