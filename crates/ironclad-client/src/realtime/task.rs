@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
+use ironclad_core::wire::frames::{ClientFrame, ServerFrame, FRAME_EVENT};
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -85,15 +85,6 @@ enum PollEnd {
     Stop,
     /// A probe connected (with this `from`): continue on this WebSocket.
     WebSocket(Box<Ws>, Option<u64>),
-}
-
-/// A frame from the server.
-#[derive(Deserialize)]
-struct ServerFrame {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    event: Option<Box<RawValue>>,
 }
 
 pub(super) struct Task {
@@ -449,7 +440,8 @@ async fn forward_ack(ws: &mut Ws, position: u64, seen: u64) -> Result<(), String
 }
 
 async fn send_ack(ws: &mut Ws, position: u64) -> Result<(), String> {
-    let text = format!(r#"{{"type":"ack","position":{position}}}"#);
+    let text = serde_json::to_string(&ClientFrame::Ack { position })
+        .map_err(|e| format!("encoding an ack failed: {e}"))?;
     ws.send(Message::Text(text.into()))
         .await
         .map_err(|e| format!("sending an ack failed: {e}"))
@@ -458,9 +450,9 @@ async fn send_ack(ws: &mut Ws, position: u64) -> Result<(), String> {
 /// An event frame's event; `None` for other frame types (ignored, for
 /// forward compatibility).
 fn parse_frame(text: &str) -> Result<Option<Event>, String> {
-    let frame: ServerFrame =
+    let frame: ServerFrame<Box<RawValue>> =
         serde_json::from_str(text).map_err(|e| format!("bad frame from the server: {e}"))?;
-    if frame.kind != "event" {
+    if frame.kind != FRAME_EVENT {
         return Ok(None);
     }
     let json = frame

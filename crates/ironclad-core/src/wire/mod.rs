@@ -5,8 +5,8 @@
 //!
 //! One type per shape, by area: [`ingest`] (append), [`read`] (stream
 //! pages and listings), [`subscribe`] (long-polls and consumers), [`dlq`],
-//! [`sinks`], [`dumps`], [`ledger`], [`ops`] and [`errors`] (the one error
-//! envelope). Where a shape is already a core value (an append's
+//! [`sinks`], [`dumps`], [`ledger`], [`ops`], [`errors`] (the one error
+//! envelope) and [`frames`] (the WebSocket frames of `/v1/subscribe`). Where a shape is already a core value (an append's
 //! [`AppendResult`](crate::model::AppendResult), a
 //! [`StreamHead`](crate::model::StreamHead), a
 //! [`LedgerHead`](crate::model::LedgerHead), a
@@ -28,6 +28,7 @@
 pub mod dlq;
 pub mod dumps;
 pub mod errors;
+pub mod frames;
 pub mod ingest;
 pub mod ledger;
 pub mod ops;
@@ -41,6 +42,7 @@ pub use dlq::{
 };
 pub use dumps::{DumpBody, DumpsResponse, ReplayResponse};
 pub use errors::{ErrorEnvelope, ErrorObject};
+pub use frames::{ClientFrame, ServerFrame};
 pub use ingest::{AppendRequest, WireEvent, WireExpected};
 pub use ledger::{LeasesResponse, VerifyRequest, VerifyResponse};
 pub use ops::HealthResponse;

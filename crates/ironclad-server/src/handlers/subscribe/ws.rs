@@ -44,9 +44,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use ironclad::RecordedEvent;
-use ironclad_core::wire::SubscribeQuery;
-use serde::{Deserialize, Serialize};
+use ironclad_core::wire::{ClientFrame, ServerFrame, SubscribeQuery};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
@@ -211,21 +209,6 @@ fn reason_label(frame: &Option<CloseFrame>) -> &'static str {
         _ if f.reason.starts_with("replaced") => "replaced",
         _ => "bad_input",
     }
-}
-
-#[derive(Serialize)]
-struct EventFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    event: &'a RecordedEvent,
-}
-
-/// A message from the client.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMessage {
-    /// The client handled the event at `position`.
-    Ack { position: u64 },
 }
 
 async fn session(
@@ -435,8 +418,8 @@ impl Live {
             Message::Ping(_) | Message::Pong(_) => return None,
             Message::Close(_) => return Some(None),
         };
-        let position = match serde_json::from_str::<ClientMessage>(&text) {
-            Ok(ClientMessage::Ack { position }) => position,
+        let position = match serde_json::from_str::<ClientFrame>(&text) {
+            Ok(ClientFrame::Ack { position }) => position,
             Err(e) => {
                 return Some(Some(close(
                     close_code::POLICY,
@@ -497,11 +480,8 @@ impl Live {
         let mut frames = Vec::new();
         let mut positions = Vec::new();
         for ev in page.iter().filter(|e| self.filter.matches(&e.stream)) {
-            let text = serde_json::to_string(&EventFrame {
-                kind: "event",
-                event: ev,
-            })
-            .map_err(|e| close(close_code::ERROR, format!("encoding an event failed: {e}")))?;
+            let text = serde_json::to_string(&ServerFrame::event(ev))
+                .map_err(|e| close(close_code::ERROR, format!("encoding an event failed: {e}")))?;
             frames.push(Message::Text(text.into()));
             positions.push(ev.position);
         }
@@ -640,8 +620,8 @@ mod tests {
     #[test]
     fn client_messages_are_strict() {
         assert!(matches!(
-            serde_json::from_str::<ClientMessage>(r#"{"type":"ack","position":3}"#),
-            Ok(ClientMessage::Ack { position: 3 })
+            serde_json::from_str::<ClientFrame>(r#"{"type":"ack","position":3}"#),
+            Ok(ClientFrame::Ack { position: 3 })
         ));
         for bad in [
             r#"{"type":"ack"}"#,
@@ -652,7 +632,7 @@ mod tests {
             "[]",
             "",
         ] {
-            assert!(serde_json::from_str::<ClientMessage>(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<ClientFrame>(bad).is_err(), "{bad}");
         }
     }
 }
