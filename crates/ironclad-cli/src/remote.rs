@@ -1002,6 +1002,8 @@ async fn dump(cli: &Cli, remote: &Remote, action: &DumpAction) -> CmdResult {
                     records: r.records,
                     appended_events: r.appended_events,
                     already_appended_events: r.already_appended_events,
+                    quarantined: 0,
+                    quarantined_to: None,
                     archived_to: PathBuf::from(r.archived_to),
                 };
                 cmd_dump::print_replay(cli.json, p, &report)?;
