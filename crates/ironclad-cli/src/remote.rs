@@ -972,7 +972,21 @@ async fn dump(cli: &Cli, remote: &Remote, action: &DumpAction) -> CmdResult {
             }
             Ok(ExitCode::Ok)
         }
-        DumpAction::Replay { path, .. } => {
+        DumpAction::Replay {
+            path,
+            quarantine_failed,
+            ..
+        } => {
+            if *quarantine_failed {
+                // The server's replay endpoint stops at a failing record;
+                // ignoring the flag would look like it worked.
+                return Err(usage(
+                    "--quarantine-failed is local only: on the server's host, stop the \
+                     server and run `ironclad dump replay --quarantine-failed` against its \
+                     --data-dir"
+                        .to_string(),
+                ));
+            }
             let paths = match path {
                 Some(p) => vec![p.clone()],
                 None => list_remote_dumps(remote)

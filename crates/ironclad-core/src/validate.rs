@@ -344,6 +344,13 @@ pub fn json_string_bytes(s: &str) -> usize {
         .sum()
 }
 
+/// The queued size of an append: its stream name as a JSON string plus each
+/// event's [`NewEvent::queued_bytes`]. One measure for the queue's byte
+/// bound and the largest append (which bounds its emergency-dump line).
+pub fn append_bytes(stream: &str, events: &[NewEvent]) -> usize {
+    json_string_bytes(stream) + events.iter().map(NewEvent::queued_bytes).sum::<usize>()
+}
+
 /// Removes insignificant whitespace (outside strings) from valid JSON text,
 /// keeping everything else byte for byte: key order, number spelling and
 /// string escapes. `None` when the text is already compact. Stored payloads

@@ -483,6 +483,95 @@ pub fn archive_dump(path: &Path) -> Result<PathBuf, DumpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::append_bytes;
+    use proptest::prelude::*;
+
+    fn line_bytes(record: &DumpRecord) -> usize {
+        serde_json::to_vec(record)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX)
+    }
+
+    /// The line limit is derived from the append limit: a record's line
+    /// exceeds its append's queued size by at most the record overhead,
+    /// here with every string escaped at its worst (six bytes per control
+    /// character), the longest expected version and the longest rejection.
+    #[test]
+    fn the_worst_envelope_fits_the_record_overhead() {
+        assert_eq!(
+            DUMP_LINE_BYTES_MAX,
+            APPEND_BYTES_LIMIT + DUMP_RECORD_OVERHEAD_BYTES
+        );
+        let worst = "\u{1}\"\\".repeat(80);
+        let event = NewEvent::new(&worst, "{}")
+            .with_entity(Op::Create, &worst)
+            .with_metadata(&worst, &worst);
+        let stream = "\"\\".repeat(128);
+        let detail = "\u{1}".repeat(4 * REJECTION_DETAIL_BYTES_MAX);
+        let record = DumpRecord::new(
+            &stream,
+            ExpectedVersion::Exact(u64::MAX),
+            &[Uuid::max()],
+            std::slice::from_ref(&event),
+        )
+        .unwrap()
+        .with_rejection(Rejection::new(RejectReason::IdempotencyConflict, &detail));
+        let queued = append_bytes(&stream, &[event]);
+        assert!(line_bytes(&record) <= queued + DUMP_RECORD_OVERHEAD_BYTES);
+    }
+
+    fn arb_event() -> impl Strategy<Value = NewEvent> {
+        let text = || any::<String>().prop_filter("not empty", |s| !s.is_empty());
+        let meta = prop::collection::btree_map(any::<String>(), any::<String>(), 0..4);
+        let payload = prop::sample::select(vec!["{}", "[1,2.5e3]", r#"{"a":"\u0001 \"q\""}"#]);
+        (text(), prop::option::of(text()), meta, payload).prop_map(|(t, entity, meta, p)| {
+            let mut e = NewEvent::new(t, p);
+            if let Some(entity) = entity {
+                e = e.with_entity(Op::Update, entity);
+            }
+            e.metadata = meta;
+            e
+        })
+    }
+
+    proptest! {
+        /// Any append's record, rejected or not, fits its queued size plus
+        /// the overhead; without a rejection, within 128 bytes of it.
+        #[test]
+        fn a_line_never_outgrows_its_append_by_more_than_the_overhead(
+            stream in any::<String>(),
+            events in prop::collection::vec(arb_event(), 1..5),
+            detail in any::<String>(),
+            version in any::<u64>(),
+        ) {
+            let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+            let record = DumpRecord::new(&stream, ExpectedVersion::Exact(version), &ids, &events)
+                .unwrap();
+            let queued = append_bytes(&stream, &events);
+            prop_assert!(line_bytes(&record) <= queued + 128);
+            let rejected = record.with_rejection(Rejection::new(RejectReason::WrongExpectedVersion, &detail));
+            prop_assert!(line_bytes(&rejected) <= queued + DUMP_RECORD_OVERHEAD_BYTES);
+        }
+    }
+
+    #[test]
+    fn a_rejection_dump_names_its_reason_and_keeps_each_record_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let why = Rejection::new(RejectReason::WrongExpectedVersion, "stream moved");
+        let rec = record(1).with_rejection(why.clone());
+        let path = write_rejected_dump(dir.path(), why.reason, &[rec.clone()], 5).unwrap();
+        assert_eq!(
+            dump_rejection(&path),
+            Some(RejectReason::WrongExpectedVersion)
+        );
+        assert_eq!(list_dumps(dir.path()).unwrap()[0].path, path, "listed");
+        assert_eq!(read_dump(&path).unwrap(), [rec]);
+        let plain = write_dump(dir.path(), &[record(2)], 6).unwrap();
+        assert_eq!(dump_rejection(&plain), None);
+        // A long detail is cut at a character boundary.
+        let long = Rejection::new(RejectReason::IdempotencyConflict, &"é".repeat(1000));
+        assert!(long.detail.len() <= REJECTION_DETAIL_BYTES_MAX && long.detail.starts_with('é'));
+    }
 
     fn record(n: u32) -> DumpRecord {
         let e = NewEvent::new("t", format!(r#"{{"n":{n},"s":"a b"}}"#)).with_metadata("k", "v");

@@ -30,7 +30,7 @@ use crate::model::{AppendResult, ExpectedVersion, NewEvent};
 use crate::store::delivery::{DeliveryApplied, DeliveryWrite};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{PreparedAppend, Store};
-use crate::validate::{compact_json, json_string_bytes, validate_append, ValidationError};
+use crate::validate::{append_bytes, compact_json, validate_append, ValidationError};
 
 pub use reader::{LogReader, VerifyOptions, VerifyReport, READ_LIMIT_MAX};
 pub use replay::{ReplayOptions, ReplayReport};
@@ -436,8 +436,7 @@ impl<S: Store> Journal<S> {
                 event.payload = compact;
             }
         }
-        let bytes =
-            json_string_bytes(stream) + events.iter().map(NewEvent::queued_bytes).sum::<usize>();
+        let bytes = append_bytes(stream, &events);
         // Also bounds the append's emergency-dump line (see APPEND_BYTES_LIMIT).
         let max = cfg.append_bytes_max();
         if bytes > max {
