@@ -559,7 +559,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let why = Rejection::new(RejectReason::WrongExpectedVersion, "stream moved");
         let rec = record(1).with_rejection(why.clone());
-        let path = write_rejected_dump(dir.path(), why.reason, &[rec.clone()], 5).unwrap();
+        let path =
+            write_rejected_dump(dir.path(), why.reason, std::slice::from_ref(&rec), 5).unwrap();
         assert_eq!(
             dump_rejection(&path),
             Some(RejectReason::WrongExpectedVersion)
