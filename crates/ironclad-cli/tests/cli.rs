@@ -509,6 +509,37 @@ fn dump_replay_quarantine_failed() {
     assert!(json_lines(&list.output().unwrap().stdout).is_empty());
 }
 
+/// A dump of submitted appends the store rejected is listed with its
+/// reason, read from the file name.
+#[test]
+fn dump_list_shows_why_submits_were_rejected() {
+    use ironclad::emergency::{write_rejected_dump, DumpRecord, RejectReason, Rejection};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let events = vec![ironclad::NewEvent::new("t", "{}")];
+    let why = Rejection::new(RejectReason::WrongExpectedVersion, "stream moved");
+    let record = DumpRecord::new(
+        "s",
+        ironclad::ExpectedVersion::NoStream,
+        &[uuid::Uuid::now_v7()],
+        &events,
+    )
+    .unwrap()
+    .with_rejection(why);
+    write_rejected_dump(&data, RejectReason::WrongExpectedVersion, &[record], 1).unwrap();
+    let mut list = ironclad(tmp.path());
+    list.args(["--json", "dump", "list"]);
+    let listed = json_lines(&list.output().unwrap().stdout);
+    assert_eq!(listed[0]["rejected"], "wrong_expected_version");
+    let mut list = ironclad(tmp.path());
+    list.args(["dump", "list"]);
+    let text = String::from_utf8_lossy(&list.output().unwrap().stdout).into_owned();
+    assert!(
+        text.contains("rejected at submit: wrong_expected_version"),
+        "{text}"
+    );
+}
+
 #[test]
 fn dump_list_and_replay() {
     use ironclad::emergency::{write_dump, DumpRecord};

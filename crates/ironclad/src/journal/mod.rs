@@ -370,7 +370,10 @@ impl<S: Store> Journal<S> {
     /// [`ControlError::DeadlineExceeded`]; the writer keeps draining in the
     /// background, and calling `shutdown` again waits (within its own
     /// deadline) until it has stopped and the lock is free. Every call
-    /// returns the same outcome once the writer has stopped. Cancel-safe: dropping the
+    /// returns the same outcome once the writer has stopped: `NotDurable`
+    /// for a commit failure no flush reported, else `SubmitRejected` for
+    /// rejected submitted appends no flush reported (they are recorded in
+    /// their dumps either way). Cancel-safe: dropping the
     /// future does not stop the shutdown, which proceeds in the background.
     pub async fn shutdown(&self, deadline: Duration) -> Result<(), ControlError> {
         if !self.shared.closed.swap(true, Ordering::SeqCst) {
