@@ -31,6 +31,15 @@ fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
     child.wait_with_output().expect("wait")
 }
 
+/// Runs `cmd` and returns its output, failing the test with its stderr
+/// unless it succeeded.
+fn succeeds(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    out
+}
+
 fn json_lines(bytes: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(bytes)
         .lines()
@@ -478,13 +487,7 @@ fn dump_replay_quarantine_failed() {
 
     let mut replay = ironclad(tmp.path());
     replay.args(["--json", "dump", "replay", "--all", "--quarantine-failed"]);
-    let out = replay.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = json_lines(&out.stdout).remove(0);
+    let report = json_lines(&succeeds(replay).stdout).remove(0);
     assert_eq!(
         (report["quarantined"].as_u64(), report["records"].as_u64()),
         (Some(1), Some(3))

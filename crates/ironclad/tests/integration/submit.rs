@@ -177,6 +177,20 @@ async fn a_failing_dump_fails_the_journal_closed() {
     let _ = journal.shutdown(Duration::from_secs(10)).await;
 }
 
+/// A fresh journal whose stream `s` holds `first`, and the ids of a submit
+/// to `s` expecting no stream, which the store will reject.
+async fn a_stale_submit(
+    first: NewEvent,
+) -> (tempfile::TempDir, std::path::PathBuf, Journal, Vec<Uuid>) {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let journal = common::open(common::fast_config(&dir));
+    let no_stream = ExpectedVersion::NoStream;
+    journal.append("s", no_stream, vec![first]).await.unwrap();
+    let ids = journal.submit("s", no_stream, vec![ev(2)]).await.unwrap();
+    (tmp, dir, journal, ids)
+}
+
 /// The one rejection dump a `SubmitRejected` names, checked to hold exactly
 /// the append with `ids`, rejected for `reason`.
 fn assert_recorded(err: ControlError, ids: &[Uuid], reason: RejectReason) -> std::path::PathBuf {
@@ -201,18 +215,8 @@ fn assert_recorded(err: ControlError, ids: &[Uuid], reason: RejectReason) -> std
 /// rejected submits vanished and every flush returned Ok.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_submit_is_recorded_with_its_reason_and_the_next_flush_reports_it() {
-    let tmp = common::tempdir();
-    let dir = common::data_dir(&tmp);
-    let journal = common::open(common::fast_config(&dir));
     let first = ev(1).with_id(Uuid::now_v7());
-    journal
-        .append("s", ExpectedVersion::NoStream, vec![first.clone()])
-        .await
-        .unwrap();
-    let stale = journal
-        .submit("s", ExpectedVersion::NoStream, vec![ev(2)])
-        .await
-        .unwrap();
+    let (_tmp, dir, journal, stale) = a_stale_submit(first.clone()).await;
     let committed = journal
         .submit("s", ExpectedVersion::Any, vec![ev(3)])
         .await
@@ -262,17 +266,7 @@ async fn a_rejected_submit_is_recorded_with_its_reason_and_the_next_flush_report
 /// only submits and shuts down still hears of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_reports_a_rejection_no_flush_reported() {
-    let tmp = common::tempdir();
-    let dir = common::data_dir(&tmp);
-    let journal = common::open(common::fast_config(&dir));
-    journal
-        .append("s", ExpectedVersion::Any, vec![ev(1)])
-        .await
-        .unwrap();
-    let ids = journal
-        .submit("s", ExpectedVersion::NoStream, vec![ev(2)])
-        .await
-        .unwrap();
+    let (_tmp, _dir, journal, ids) = a_stale_submit(ev(1)).await;
     let err = journal
         .shutdown(Duration::from_secs(10))
         .await
