@@ -555,7 +555,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rejection_dump_names_its_reason_and_keeps_each_record_s() {
+    fn a_rejection_dump_names_its_reason_and_keeps_it_per_record() {
         let dir = tempfile::tempdir().unwrap();
         let why = Rejection::new(RejectReason::WrongExpectedVersion, "stream moved");
         let rec = record(1).with_rejection(why.clone());

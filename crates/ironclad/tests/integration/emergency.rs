@@ -93,12 +93,8 @@ async fn replay_is_idempotent_and_archives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_cannot_be_appended_stops_the_replay_and_keeps_the_dump() {
-    let tmp = common::tempdir();
-    let dir = common::data_dir(&tmp);
-    let journal = common::open(common::fast_config(&dir));
-    let (ok, _) = record("a", ExpectedVersion::Any, 1);
     let (stale, _) = record("a", ExpectedVersion::NoStream, 2);
-    let path = write_dump(&dir, &[ok, stale], 9).unwrap();
+    let (_tmp, journal, path) = a_dump_with_a_stale_record(stale, None);
     match journal.replay_dump(&path, &mut |_| {}).await {
         Err(ReplayError::Append { record: 2, error }) => {
             assert!(
@@ -115,6 +111,24 @@ async fn a_record_that_cannot_be_appended_stops_the_replay_and_keeps_the_dump() 
         "record 1 went in once"
     );
     common::shutdown(&journal).await;
+}
+
+/// A journal in a fresh directory and a dump for it: a record of stream
+/// `a`, then `stale` (which expects `a` not to exist), then `after`.
+fn a_dump_with_a_stale_record(
+    stale: DumpRecord,
+    after: Option<DumpRecord>,
+) -> (tempfile::TempDir, ironclad::Journal, std::path::PathBuf) {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let journal = common::open(common::fast_config(&dir));
+    let (ok, _) = record("a", ExpectedVersion::Any, 1);
+    let records: Vec<DumpRecord> = [Some(ok), Some(stale), after]
+        .into_iter()
+        .flatten()
+        .collect();
+    let path = write_dump(&dir, &records, 9).unwrap();
+    (tmp, journal, path)
 }
 
 /// Where `op` first occurs in `ops`, or a panic listing them.
@@ -195,13 +209,10 @@ fn archiving_a_dump_fsyncs_both_directories_and_the_new_archive_directory() {
 /// and only then is the dump archived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantined_record_is_set_aside_durably_and_the_replay_goes_on() {
-    let tmp = common::tempdir();
-    let dir = common::data_dir(&tmp);
-    let journal = common::open(common::fast_config(&dir));
-    let (ok, _) = record("a", ExpectedVersion::Any, 1);
     let (stale, _) = record("a", ExpectedVersion::NoStream, 2);
     let (after, _) = record("b", ExpectedVersion::Any, 3);
-    let path = write_dump(&dir, &[ok, stale.clone(), after], 9).unwrap();
+    let (tmp, journal, path) = a_dump_with_a_stale_record(stale.clone(), Some(after));
+    let dir = common::data_dir(&tmp);
     let options = ReplayOptions {
         quarantine_failed: true,
     };
