@@ -1,11 +1,13 @@
 //! `ironclad dump list|replay`: inspect emergency dumps and re-append them
-//! idempotently (each replayed dump is archived, never deleted).
+//! idempotently (each replayed dump is archived, never deleted; with
+//! `--quarantine-failed`, records that cannot be appended are first set
+//! aside durably in a quarantine file, named in the output).
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use ironclad::emergency::{list_dumps, DumpInfo};
-use ironclad::{Journal, ReplayReport};
+use ironclad::emergency::{dump_rejection, list_dumps, DumpInfo};
+use ironclad::{Journal, ReplayOptions, ReplayReport};
 use ironclad_client::Client;
 
 use crate::config_file::usage;
@@ -25,6 +27,12 @@ pub enum DumpAction {
         /// Replay every listed dump, oldest first.
         #[arg(long)]
         all: bool,
+        /// Set aside each record the journal refuses (wrong expected
+        /// version, idempotency conflict, invalid) in a quarantine file
+        /// next to the dump, fsynced, and go on; without it, the replay
+        /// stops at the first such record and keeps the dump.
+        #[arg(long)]
+        quarantine_failed: bool,
     },
 }
 
@@ -36,7 +44,14 @@ pub async fn run(cli: &Cli, action: &DumpAction) -> CmdResult {
             print_dumps(cli.json, &dumps, &cli.data_dir.display().to_string())?;
             Ok(ExitCode::Ok)
         }
-        DumpAction::Replay { path, all } => {
+        DumpAction::Replay {
+            path,
+            all,
+            quarantine_failed,
+        } => {
+            let options = ReplayOptions {
+                quarantine_failed: *quarantine_failed,
+            };
             let paths = match (path, all) {
                 (Some(p), _) => vec![p.clone()],
                 (None, _) => list_dumps(&cli.data_dir)?
@@ -49,7 +64,7 @@ pub async fn run(cli: &Cli, action: &DumpAction) -> CmdResult {
             for p in &paths {
                 let bar = output::progress(0, "replay");
                 let result = journal
-                    .replay_dump(p, &mut |n| {
+                    .replay_dump_with(p, options, &mut |n| {
                         bar.set_length(bar.length().unwrap_or(0).max(n as u64));
                         bar.set_position(n as u64);
                     })
@@ -73,8 +88,19 @@ pub async fn run(cli: &Cli, action: &DumpAction) -> CmdResult {
 /// dumps were looked for.
 pub(crate) fn print_dumps(json: bool, dumps: &[DumpInfo], place: &str) -> anyhow::Result<()> {
     for d in dumps {
+        // From the file name, so listing never reads a dump.
+        let rejected = dump_rejection(&d.path).map(|r| r.as_str());
         if json {
-            output::json_line(d)?;
+            output::json_line(&serde_json::json!({
+                "path": d.path, "bytes": d.bytes, "rejected": rejected,
+            }))?;
+        } else if let Some(reason) = rejected {
+            println!(
+                "{}  {} bytes  rejected at submit: {reason} (replay tries again; \
+                 --quarantine-failed sets aside what is refused)",
+                d.path.display(),
+                d.bytes
+            );
         } else {
             println!("{}  {} bytes", d.path.display(), d.bytes);
         }
@@ -102,6 +128,14 @@ pub(crate) fn print_replay(
             report.already_appended_events,
             report.archived_to.display()
         );
+        if let Some(q) = &report.quarantined_to {
+            println!(
+                "{}: {} records could not be appended and were set aside in {}",
+                path.display(),
+                report.quarantined,
+                q.display()
+            );
+        }
     }
     Ok(())
 }
@@ -134,7 +168,21 @@ pub async fn run_remote(cli: &Cli, client: &Client, action: &DumpAction) -> CmdR
             }
             Ok(ExitCode::Ok)
         }
-        DumpAction::Replay { path, .. } => {
+        DumpAction::Replay {
+            path,
+            quarantine_failed,
+            ..
+        } => {
+            if *quarantine_failed {
+                // The server's replay endpoint stops at a failing record;
+                // ignoring the flag would look like it worked.
+                return Err(usage(
+                    "--quarantine-failed is local only: on the server's host, stop the \
+                     server and run `ironclad dump replay --quarantine-failed` against its \
+                     --data-dir"
+                        .to_string(),
+                ));
+            }
             let paths = match path {
                 Some(p) => vec![p.clone()],
                 None => list_remote(client)
@@ -156,6 +204,8 @@ pub async fn run_remote(cli: &Cli, client: &Client, action: &DumpAction) -> CmdR
                     records: r.records,
                     appended_events: r.appended_events,
                     already_appended_events: r.already_appended_events,
+                    quarantined: 0,
+                    quarantined_to: None,
                     archived_to: PathBuf::from(r.archived_to),
                 };
                 print_replay(cli.json, p, &report)?;

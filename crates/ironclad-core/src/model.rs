@@ -150,17 +150,21 @@ impl NewEvent {
     }
 
     /// Approximate bytes this event holds in memory while queued; used for the
-    /// byte bound of the ingest queue.
+    /// byte bound of the ingest queue and of one append. Strings count as
+    /// JSON-escaped and the overheads cover the JSON keys, so this also
+    /// bounds the event's line in an emergency dump (payloads are written
+    /// verbatim).
     pub fn queued_bytes(&self) -> usize {
+        use crate::validate::json_string_bytes;
         const OVERHEAD_BYTES: usize = 128;
         OVERHEAD_BYTES
-            + self.event_type.len()
-            + self.entity.as_ref().map_or(0, String::len)
+            + json_string_bytes(&self.event_type)
+            + self.entity.as_deref().map_or(0, json_string_bytes)
             + self.payload.len()
             + self
                 .metadata
                 .iter()
-                .map(|(k, v)| k.len() + v.len() + 16)
+                .map(|(k, v)| json_string_bytes(k) + json_string_bytes(v) + 16)
                 .sum::<usize>()
     }
 }

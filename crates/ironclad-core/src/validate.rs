@@ -156,11 +156,11 @@ pub enum ValidationError {
         field: &'static str,
     },
     /// The append as a whole is larger than the ingest queue can ever hold.
-    #[error("append is {bytes} bytes, more than the ingest queue's {max} bytes: split it into several appends")]
+    #[error("append is {bytes} bytes, more than the {max} bytes one append may hold (the ingest queue's capacity, at most 256 MiB + 64 KiB): split it into several appends")]
     AppendTooLarge {
         /// The append's queued size in bytes.
         bytes: usize,
-        /// The queue's byte capacity.
+        /// The most one append may hold.
         max: usize,
     },
     /// Two events in one append share an id.
@@ -328,6 +328,27 @@ impl StringState {
 
 fn is_json_whitespace(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Bytes `s` takes between the quotes of a JSON string as `serde_json`
+/// writes it: `"`, `\\` and the named control escapes take two bytes, other
+/// control characters six (`\u00XX`), everything else itself. Sizes that
+/// must bound an encoding (an emergency dump's line) count strings this way.
+pub fn json_string_bytes(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// The queued size of an append: its stream name as a JSON string plus each
+/// event's [`NewEvent::queued_bytes`]. One measure for the queue's byte
+/// bound and the largest append (which bounds its emergency-dump line).
+pub fn append_bytes(stream: &str, events: &[NewEvent]) -> usize {
+    json_string_bytes(stream) + events.iter().map(NewEvent::queued_bytes).sum::<usize>()
 }
 
 /// Removes insignificant whitespace (outside strings) from valid JSON text,

@@ -14,6 +14,13 @@ use crate::validate::Limits;
 /// Largest allowed `limits.payload_bytes_max`: well under SQLite's 1 GB
 /// string limit, so no single value can make a commit fail.
 pub const PAYLOAD_BYTES_LIMIT: usize = 256 * 1024 * 1024;
+/// Largest append, in queued bytes (`NewEvent::queued_bytes`, strings
+/// counted JSON-escaped), whatever `queue_bytes_max` allows: room for one
+/// largest payload and its envelope. An append is one line of an emergency
+/// dump, so the dump's line limit is derived from this
+/// (`emergency::DUMP_LINE_BYTES_MAX`): every accepted append can be dumped
+/// and replayed.
+pub const APPEND_BYTES_LIMIT: usize = PAYLOAD_BYTES_LIMIT + 64 * 1024;
 /// Largest allowed `busy_timeout_ms`.
 pub const BUSY_TIMEOUT_MS_LIMIT: u64 = 600_000;
 /// Largest allowed `commit_delay_us_max`.
@@ -56,7 +63,8 @@ pub struct JournalConfig {
     pub limits: Limits,
     /// Most events waiting in the ingest queue.
     pub queue_events_max: usize,
-    /// Most bytes waiting in the ingest queue.
+    /// Most bytes waiting in the ingest queue. One append may hold at most
+    /// this many, and never more than [`APPEND_BYTES_LIMIT`].
     pub queue_bytes_max: usize,
     /// Most events in one group commit.
     pub commit_events_max: usize,
@@ -105,6 +113,12 @@ impl JournalConfig {
     /// The SQLite database file inside the data directory.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("ironclad.db")
+    }
+
+    /// The most queued bytes one append may hold: the queue's capacity,
+    /// capped at [`APPEND_BYTES_LIMIT`].
+    pub fn append_bytes_max(&self) -> usize {
+        self.queue_bytes_max.min(APPEND_BYTES_LIMIT)
     }
 
     /// Rejects bounds that could never admit an append or would deadlock.

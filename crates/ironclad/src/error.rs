@@ -189,6 +189,21 @@ pub enum ControlError {
         "a commit before this barrier failed, so not everything accepted before it is durable: {0}"
     )]
     NotDurable(Arc<StoreError>),
+    /// `submit()`ted appends covered by this barrier, or not yet reported
+    /// by any, were rejected by the store (wrong expected version or
+    /// idempotency conflict): none of their events was written, and each is
+    /// recorded with its reason in an emergency dump. Each rejection is
+    /// reported by the first barrier (flush or shutdown) answered after it
+    /// is recorded, and by every flush sent before then; later ones do not
+    /// report it again (its dump stays listed until replayed or
+    /// quarantined).
+    #[error("{count} submitted append(s) were rejected by the store (wrong expected version or idempotency conflict), so none of their events was written; each is recorded with its reason in {}: see `ironclad dump list`, then replay what can now succeed, or set it aside with `ironclad dump replay --quarantine-failed`", list_paths(.dumps))]
+    SubmitRejected {
+        /// How many submitted appends were rejected.
+        count: u64,
+        /// The emergency dumps recording them (the latest 1000 at most).
+        dumps: Vec<PathBuf>,
+    },
     /// Shutdown committed everything, but the final WAL checkpoint failed;
     /// the data is durable in the WAL and is checkpointed at the next open.
     #[error("the final WAL checkpoint failed (the data is durable in the WAL and will be checkpointed at the next open): {0}")]
@@ -199,6 +214,12 @@ pub enum ControlError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// `a, b, c`, for messages naming files.
+fn list_paths(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
 }
 
 /// `verify_ledger` could not complete, or found a mismatch.
@@ -227,7 +248,7 @@ pub enum ReplayError {
     #[error(transparent)]
     Dump(#[from] crate::emergency::DumpError),
     /// A record could not be appended.
-    #[error("record {record} of the dump could not be appended: {error}; fix the cause (e.g. a stream that moved past the record's expected version) and replay again")]
+    #[error("record {record} of the dump could not be appended: {error}; fix the cause (e.g. a stream that moved past the record's expected version) and replay again, or set such records aside with `ironclad dump replay --quarantine-failed` (a record that was rejected at submit is usually rejected again)")]
     Append {
         /// 1-based record (line) number.
         record: usize,

@@ -41,7 +41,8 @@ pub use error::{
 };
 pub use expected::WrongExpectedVersion;
 pub use journal::{
-    AppendTicket, Journal, LogReader, ReplayReport, VerifyOptions, VerifyReport, READ_LIMIT_MAX,
+    AppendTicket, Journal, LogReader, ReplayOptions, ReplayReport, VerifyOptions, VerifyReport,
+    READ_LIMIT_MAX,
 };
 pub use ledger::{LedgerMismatch, MismatchKind};
 pub use model::{

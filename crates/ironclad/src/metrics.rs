@@ -29,6 +29,14 @@ pub const DUMPS_TOTAL: &str = "ironclad_dump_dumps_total";
 pub const DUMPED_EVENTS_TOTAL: &str = "ironclad_dump_events_total";
 /// Counter: events re-appended by dump replay (new, not already present).
 pub const REPLAYED_EVENTS_TOTAL: &str = "ironclad_dump_replayed_events_total";
+/// Counter, label `reason` (`wrong_expected_version`,
+/// `idempotency_conflict`): `submit()`ted appends the store rejected,
+/// recorded with their reason in an emergency dump and reported by the
+/// next `flush()`.
+pub const SUBMIT_REJECTED_TOTAL: &str = "ironclad_dump_submit_rejected_total";
+/// Counter: dump records a replay set aside in a quarantine file
+/// (`dump replay --quarantine-failed`).
+pub const QUARANTINED_RECORDS_TOTAL: &str = "ironclad_dump_quarantined_records_total";
 
 // Delivery (SPEC §9), every one labelled `sink`.
 
@@ -84,6 +92,16 @@ pub const DLQ_PURGED_TOTAL: &str = "ironclad_dlq_purged_total";
 // same order; splitting it would only hide a metric from the list.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        SUBMIT_REJECTED_TOTAL,
+        Unit::Count,
+        "Submitted appends the store rejected, recorded in an emergency dump"
+    );
+    describe_counter!(
+        QUARANTINED_RECORDS_TOTAL,
+        Unit::Count,
+        "Dump records a replay set aside in a quarantine file"
+    );
     describe_gauge!(
         QUEUE_DEPTH_EVENTS,
         Unit::Count,

@@ -4,7 +4,9 @@
 //! `wrong_expected_version`, `idempotency_conflict`); the commit-batch,
 //! commit-latency and ack-latency histograms get one sample per commit or
 //! per queued append; the queue capacity gauges equal the configuration and
-//! the depth gauge returns to 0. One test only: the recorder is global.
+//! the depth gauge returns to 0; a rejected `submit()` is counted in
+//! `ironclad_dump_submit_rejected_total` by reason. One test only: the
+//! recorder is global.
 
 #[path = "integration/common/mod.rs"]
 mod common;
@@ -12,7 +14,7 @@ mod common;
 use std::collections::HashMap;
 
 use ironclad::metrics as m;
-use ironclad::{AppendError, AppendStatus, ExpectedVersion, NewEvent};
+use ironclad::{AppendError, AppendStatus, ControlError, ExpectedVersion, NewEvent};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use uuid::Uuid;
 
@@ -75,6 +77,18 @@ async fn ingest_metrics_are_recorded() {
     assert!(matches!(r, Err(AppendError::WrongExpectedVersion(_))));
     queued_appends += 2;
     queued_events += 2;
+    // A submitted append with a wrong expected version: recorded, counted.
+    journal
+        .submit("m", ExpectedVersion::NoStream, vec![ev(2)])
+        .await
+        .unwrap();
+    let reported = journal.flush().await;
+    assert!(matches!(
+        reported,
+        Err(ControlError::SubmitRejected { count: 1, .. })
+    ));
+    queued_appends += 1;
+    queued_events += 1;
     // Invalid: refused before the queue.
     let r = journal
         .append("m", ExpectedVersion::Any, vec![NewEvent::new("t", "{")])
@@ -144,7 +158,20 @@ async fn ingest_metrics_are_recorded() {
     assert!(rejected("invalid") >= 1, "{counters:?}");
     assert_eq!(rejected("invalid"), 1);
     assert_eq!(rejected("full"), 1);
-    assert_eq!(rejected("wrong_expected_version"), 1);
+    assert_eq!(
+        rejected("wrong_expected_version"),
+        2,
+        "awaited and submitted"
+    );
+    let submit_rejected = format!(
+        "{}{{reason=wrong_expected_version}}",
+        m::SUBMIT_REJECTED_TOTAL
+    );
+    assert_eq!(
+        counters.get(&submit_rejected).copied(),
+        Some(1),
+        "{counters:?}"
+    );
     assert_eq!(rejected("idempotency_conflict"), 1);
     assert_eq!(rejected("store_error"), 0);
 

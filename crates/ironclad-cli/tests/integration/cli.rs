@@ -31,6 +31,15 @@ fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
     child.wait_with_output().expect("wait")
 }
 
+/// Runs `cmd` and returns its output, failing the test with its stderr
+/// unless it succeeded.
+fn succeeds(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    out
+}
+
 fn json_lines(bytes: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(bytes)
         .lines()
@@ -442,6 +451,96 @@ fn empty_head_and_usage_errors_in_verify() {
     let out = both.output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--against"));
+}
+
+/// End to end: a dump whose middle record can no longer be appended (its
+/// stream moved past the expected version). A plain replay stops there and
+/// keeps the dump; `--quarantine-failed` sets the record aside in a
+/// quarantine file named in the output, replays the rest and archives the
+/// dump. Invariant: a dump record is never deleted without being replayed
+/// or quarantined durably.
+#[test]
+fn dump_replay_quarantine_failed() {
+    use ironclad::emergency::{write_dump, DumpRecord, QuarantinedRecord};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let record = |stream: &str, expected| {
+        let events = vec![ironclad::NewEvent::new("t", r#"{"from":"dump"}"#)];
+        DumpRecord::new(stream, expected, &[uuid::Uuid::now_v7()], &events).unwrap()
+    };
+    let stale = record("x", ironclad::ExpectedVersion::NoStream);
+    let records = [
+        record("x", ironclad::ExpectedVersion::Any),
+        stale.clone(),
+        record("y", ironclad::ExpectedVersion::Any),
+    ];
+    let path = write_dump(&data, &records, 1).unwrap();
+    let mut plain = ironclad(tmp.path());
+    plain.args(["dump", "replay", "--all"]);
+    let out = plain.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--quarantine-failed"),
+        "{stderr}"
+    );
+    assert!(path.exists(), "a plain replay keeps the dump");
+
+    let mut replay = ironclad(tmp.path());
+    replay.args(["--json", "dump", "replay", "--all", "--quarantine-failed"]);
+    let report = json_lines(&succeeds(replay).stdout).remove(0);
+    assert_eq!(
+        (report["quarantined"].as_u64(), report["records"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let quarantine = std::path::PathBuf::from(report["quarantined_to"].as_str().unwrap());
+    let text = std::fs::read_to_string(&quarantine).unwrap();
+    let set_aside: QuarantinedRecord = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!((set_aside.record_number, set_aside.record), (2, stale));
+    assert!(
+        !path.exists(),
+        "archived once every record was replayed or quarantined"
+    );
+    let mut read = ironclad(tmp.path());
+    read.args(["read", "y"]);
+    assert_eq!(
+        json_lines(&read.output().unwrap().stdout).len(),
+        1,
+        "the replay went on"
+    );
+    let mut list = ironclad(tmp.path());
+    list.args(["--json", "dump", "list"]);
+    assert!(json_lines(&list.output().unwrap().stdout).is_empty());
+}
+
+/// A dump of submitted appends the store rejected is listed with its
+/// reason, read from the file name.
+#[test]
+fn dump_list_shows_why_submits_were_rejected() {
+    use ironclad::emergency::{write_rejected_dump, DumpRecord, RejectReason, Rejection};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let events = vec![ironclad::NewEvent::new("t", "{}")];
+    let why = Rejection::new(RejectReason::WrongExpectedVersion, "stream moved");
+    let record = DumpRecord::new(
+        "s",
+        ironclad::ExpectedVersion::NoStream,
+        &[uuid::Uuid::now_v7()],
+        &events,
+    )
+    .unwrap()
+    .with_rejection(why);
+    write_rejected_dump(&data, RejectReason::WrongExpectedVersion, &[record], 1).unwrap();
+    let mut list = ironclad(tmp.path());
+    list.args(["--json", "dump", "list"]);
+    let listed = json_lines(&list.output().unwrap().stdout);
+    assert_eq!(listed[0]["rejected"], "wrong_expected_version");
+    let mut list = ironclad(tmp.path());
+    list.args(["dump", "list"]);
+    let text = String::from_utf8_lossy(&list.output().unwrap().stdout).into_owned();
+    assert!(
+        text.contains("rejected at submit: wrong_expected_version"),
+        "{text}"
+    );
 }
 
 #[test]

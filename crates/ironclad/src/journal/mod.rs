@@ -6,6 +6,7 @@
 //! group commit holding the append is durable at the configured level.
 
 mod reader;
+mod replay;
 mod writer;
 
 use std::future::Future;
@@ -22,18 +23,18 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore, TryAcquireErr
 use uuid::Uuid;
 
 use crate::config::JournalConfig;
-use crate::emergency;
-use crate::error::{AppendError, ControlError, OpenError, ReplayError};
+use crate::error::{AppendError, ControlError, OpenError};
 use crate::lockfile::DataDirLock;
 use crate::metrics as m;
-use crate::model::{AppendResult, AppendStatus, ExpectedVersion, NewEvent};
+use crate::model::{AppendResult, ExpectedVersion, NewEvent};
 use crate::store::delivery::{DeliveryApplied, DeliveryWrite};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{PreparedAppend, Store};
-use crate::validate::{compact_json, validate_append, ValidationError};
+use crate::validate::{append_bytes, compact_json, validate_append, ValidationError};
 
 pub use reader::{LogReader, VerifyOptions, VerifyReport, READ_LIMIT_MAX};
-use writer::{BatchBounds, Command, Control, Exit, QueueGauge, QueuedAppend, WriterEnv};
+pub use replay::{ReplayOptions, ReplayReport};
+use writer::{BatchBounds, Command, Control, Counters, Exit, QueueGauge, QueuedAppend, WriterEnv};
 
 /// A handle to an open journal. Clone it freely: clones share one queue and
 /// one writer. Read methods come from [`LogReader`] via `Deref`.
@@ -61,6 +62,9 @@ struct Shared<S: Store> {
     failed_closed: Arc<AtomicBool>,
     /// Failed group commits so far (the writer counts); flushes stamp it.
     failed_commits: Arc<AtomicU64>,
+    /// Submitted appends the store rejected so far (the writer counts, once
+    /// each is recorded in a dump); flushes stamp it.
+    rejected_submits: Arc<AtomicU64>,
     /// Becomes `Some` once the writer thread has stopped and released the
     /// lock, with how it stopped (`None` inside if it panicked).
     writer_exited: watch::Receiver<Option<Option<Exit>>>,
@@ -128,9 +132,13 @@ impl<S: Store> Journal<S> {
             bytes_max: config.commit_bytes_max,
             delay: Duration::from_micros(config.commit_delay_us_max),
         };
-        let thread_gauge = Arc::clone(&gauge);
         let failed_commits = Arc::new(AtomicU64::new(0));
-        let thread_failed = Arc::clone(&failed_commits);
+        let rejected_submits = Arc::new(AtomicU64::new(0));
+        let counters = Counters {
+            gauge: Arc::clone(&gauge),
+            failed_commits: Arc::clone(&failed_commits),
+            rejected_submits: Arc::clone(&rejected_submits),
+        };
         let (exited_tx, writer_exited) = watch::channel(None);
         let failed_closed = Arc::new(AtomicBool::new(false));
         let head = store.ledger_head()?.map_or(0, |h| h.position);
@@ -148,7 +156,7 @@ impl<S: Store> Journal<S> {
         let handle = std::thread::Builder::new()
             .name("ironclad-writer".into())
             .spawn(move || {
-                let exit = writer::run(writer, rx, bounds, thread_gauge, thread_failed, env);
+                let exit = writer::run(writer, rx, bounds, counters, env);
                 // Released only once the writer has stopped for good, so a
                 // second engine can never overlap with this one's last commit.
                 drop(lock);
@@ -172,6 +180,7 @@ impl<S: Store> Journal<S> {
                 closed: AtomicBool::new(false),
                 failed_closed,
                 failed_commits,
+                rejected_submits,
                 writer_exited,
                 committed_head,
                 delivery_claimed: AtomicBool::new(false),
@@ -249,9 +258,13 @@ impl<S: Store> Journal<S> {
     /// waiting for durability. If the store then fails, the writer retries
     /// with the pauses in `JournalConfig::submit_retry_delays_ms`, and if it
     /// still fails it writes the append to an emergency dump (fsynced) for
-    /// `ironclad dump replay`. If the dump fails too, the journal fails
-    /// closed: every later call is refused with `FailedClosed`. Use
-    /// `flush()` as a barrier to learn that submitted work is durable.
+    /// `ironclad dump replay`. If the store *rejects* it (wrong expected
+    /// version, idempotency conflict), it is written to a rejection dump
+    /// with its reason, and the next `flush()` (or `shutdown`) returns
+    /// [`ControlError::SubmitRejected`]. If a dump fails, the journal fails
+    /// closed: every later call is refused with `FailedClosed`. So a
+    /// submitted append is committed or durably recorded, never dropped.
+    /// Use `flush()` as a barrier to learn that submitted work is durable.
     /// Cancel-safe while waiting for room (nothing is queued yet).
     pub async fn submit(
         &self,
@@ -312,12 +325,23 @@ impl<S: Store> Journal<S> {
     /// Returns once everything queued before the call has been committed and
     /// answered. `Err(NotDurable)` if a group commit failed after this call
     /// was sent (so before its barrier), or if a failure has not yet been
-    /// reported to any flush. Gap: a failure that another flush already
-    /// reported is not reported again; the appends themselves were always
-    /// answered with the error. Cancel-safe (the barrier is only observed).
+    /// reported to any flush. Otherwise `Err(SubmitRejected)`, naming how
+    /// many and which dumps, if the store rejected `submit()`ted appends
+    /// after this call was sent or that no barrier has reported yet. Each
+    /// failure and each rejection is reported once: a later flush does not
+    /// report it again (the appends themselves were answered with the
+    /// error; rejected submitted ones stay in `ironclad dump list`). A
+    /// rejection not reported because `NotDurable` was is reported by the
+    /// next flush. Cancel-safe (the barrier is only observed).
     pub async fn flush(&self) -> Result<(), ControlError> {
         let seen = self.shared.failed_commits.load(Ordering::Acquire);
-        self.control(|reply| Control::Flush { seen, reply }).await
+        let rejected_seen = self.shared.rejected_submits.load(Ordering::Acquire);
+        self.control(|reply| Control::Flush {
+            seen,
+            rejected_seen,
+            reply,
+        })
+        .await
     }
 
     /// Applies one change to delivery state through the single writer, after
@@ -346,7 +370,10 @@ impl<S: Store> Journal<S> {
     /// [`ControlError::DeadlineExceeded`]; the writer keeps draining in the
     /// background, and calling `shutdown` again waits (within its own
     /// deadline) until it has stopped and the lock is free. Every call
-    /// returns the same outcome once the writer has stopped. Cancel-safe: dropping the
+    /// returns the same outcome once the writer has stopped: `NotDurable`
+    /// for a commit failure no flush reported, else `SubmitRejected` for
+    /// rejected submitted appends no flush reported (they are recorded in
+    /// their dumps either way). Cancel-safe: dropping the
     /// future does not stop the shutdown, which proceeds in the background.
     pub async fn shutdown(&self, deadline: Duration) -> Result<(), ControlError> {
         if !self.shared.closed.swap(true, Ordering::SeqCst) {
@@ -375,63 +402,11 @@ impl<S: Store> Journal<S> {
             Some(Exit::Clean) => Ok(()),
             Some(Exit::NotDurable(e)) => Err(ControlError::NotDurable(e)),
             Some(Exit::WalCheckpointFailed(e)) => Err(ControlError::FinalWalCheckpoint(e)),
+            Some(Exit::Rejected { count, dumps }) => {
+                Err(ControlError::SubmitRejected { count, dumps })
+            }
             None => Err(ControlError::WriterGone),
         }
-    }
-
-    /// Replays an emergency dump: re-appends every record with its original
-    /// ids (so records that did reach the store come back `AlreadyAppended`
-    /// and are not written twice), then archives the dump. Stops at the
-    /// first record that cannot be appended, leaving the dump in place.
-    /// `progress` is called with the number of records done. Not cancel-safe
-    /// in the sense that records already appended stay appended; replaying
-    /// again is safe.
-    pub async fn replay_dump(
-        &self,
-        path: &std::path::Path,
-        progress: &mut (dyn FnMut(usize) + Send),
-    ) -> Result<ReplayReport, ReplayError> {
-        let owned = path.to_path_buf();
-        let records = tokio::task::spawn_blocking(move || emergency::read_dump(&owned))
-            .await
-            .map_err(|e| {
-                ReplayError::Dump(emergency::DumpError::Encode(format!(
-                    "reader task failed: {e}"
-                )))
-            })??;
-        let mut report = ReplayReport {
-            records: records.len(),
-            appended_events: 0,
-            already_appended_events: 0,
-            archived_to: path.to_path_buf(),
-        };
-        for (i, record) in records.iter().enumerate() {
-            let result = self
-                .append(&record.stream, record.expected, record.to_events())
-                .await
-                .map_err(|error| ReplayError::Append {
-                    record: i + 1,
-                    error,
-                })?;
-            let n = result.events.len() as u64;
-            match result.status {
-                AppendStatus::Appended => {
-                    metrics::counter!(m::REPLAYED_EVENTS_TOTAL).increment(n);
-                    report.appended_events += n
-                }
-                AppendStatus::AlreadyAppended => report.already_appended_events += n,
-            }
-            progress(i + 1);
-        }
-        let owned = path.to_path_buf();
-        report.archived_to = tokio::task::spawn_blocking(move || emergency::archive_dump(&owned))
-            .await
-            .map_err(|e| {
-                ReplayError::Dump(emergency::DumpError::Encode(format!(
-                    "archive task failed: {e}"
-                )))
-            })??;
-        Ok(report)
     }
 
     /// A read handle that outlives nothing: cheap to clone.
@@ -464,12 +439,11 @@ impl<S: Store> Journal<S> {
                 event.payload = compact;
             }
         }
-        let bytes = stream.len() + events.iter().map(NewEvent::queued_bytes).sum::<usize>();
-        if bytes > cfg.queue_bytes_max {
-            let e = ValidationError::AppendTooLarge {
-                bytes,
-                max: cfg.queue_bytes_max,
-            };
+        let bytes = append_bytes(stream, &events);
+        // Also bounds the append's emergency-dump line (see APPEND_BYTES_LIMIT).
+        let max = cfg.append_bytes_max();
+        if bytes > max {
+            let e = ValidationError::AppendTooLarge { bytes, max };
             return Err(self.reject("invalid", e.into()));
         }
         let ids = events
@@ -539,19 +513,6 @@ impl<S: Store> Deref for Journal<S> {
     fn deref(&self) -> &LogReader<S> {
         &self.shared.reader
     }
-}
-
-/// What a replayed dump did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ReplayReport {
-    /// Records (appends) in the dump.
-    pub records: usize,
-    /// Events written by the replay.
-    pub appended_events: u64,
-    /// Events that were already in the store.
-    pub already_appended_events: u64,
-    /// Where the dump was archived.
-    pub archived_to: std::path::PathBuf,
 }
 
 /// Semaphore permits are u32; `JournalConfig::check` keeps capacities below

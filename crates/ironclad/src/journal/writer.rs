@@ -6,7 +6,14 @@
 //! and answers every append with its own outcome. Control commands (flush,
 //! WAL checkpoint, shutdown) end a batch and are answered after it commits, which
 //! is what makes `flush` a barrier.
+//!
+//! Nobody awaits a `submit()`ted append's answer, so the writer never lets
+//! one vanish: if the store fails it is retried, then dumped; if the store
+//! rejects it, it is dumped with its reason and the next barrier reports it
+//! ([`RejectionLog`]). Either way it is committed or durably recorded.
 
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
@@ -14,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
+use crate::emergency::{self, DumpRecord, RejectReason, Rejection};
 use crate::error::{AppendError, ControlError, StoreError};
 use crate::metrics as m;
 use crate::model::{AppendResult, AppendStatus};
@@ -70,9 +78,11 @@ pub(crate) enum Command {
 pub(crate) enum Control {
     /// `seen` is the failed-commit count the caller observed when it sent
     /// the flush; a higher count at answer time means a commit covered by
-    /// this barrier failed.
+    /// this barrier failed. `rejected_seen` is the same for rejected
+    /// submitted appends.
     Flush {
         seen: u64,
+        rejected_seen: u64,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
     WalCheckpoint(oneshot::Sender<Result<(), ControlError>>),
@@ -136,6 +146,62 @@ impl FailureLog {
     }
 }
 
+/// Most rejection dumps a [`RejectionLog`] remembers for its report.
+const REJECTION_DUMPS_KEPT: usize = 1000;
+
+/// Submitted appends the store rejected, as barriers need to report them.
+/// Each was recorded in a rejection dump before it is counted here.
+pub(crate) struct RejectionLog {
+    /// Rejected submitted appends so far, mirrored for callers stamping
+    /// their flushes.
+    pub count: Arc<AtomicU64>,
+    /// How many of them some barrier has reported.
+    reported: u64,
+    /// The latest rejection dumps, oldest first: the count once each was
+    /// written, and its path.
+    dumps: VecDeque<(u64, PathBuf)>,
+}
+
+impl RejectionLog {
+    pub fn new(count: Arc<AtomicU64>) -> Self {
+        RejectionLog {
+            reported: count.load(Ordering::Acquire),
+            count,
+            dumps: VecDeque::new(),
+        }
+    }
+
+    fn record(&mut self, appends: u64, path: PathBuf) {
+        let total = self.count.fetch_add(appends, Ordering::AcqRel) + appends;
+        if self.dumps.len() == REJECTION_DUMPS_KEPT {
+            self.dumps.pop_front();
+        }
+        self.dumps.push_back((total, path));
+    }
+
+    /// For a barrier sent when `seen` rejections were counted: the ones
+    /// counted since (this barrier covers them) and any no barrier has
+    /// reported yet. Reporting marks them reported.
+    fn report(&mut self, seen: u64) -> Result<(), ControlError> {
+        let total = self.count.load(Ordering::Acquire);
+        let from = seen.min(self.reported);
+        if total <= from {
+            return Ok(());
+        }
+        self.reported = total;
+        let dumps = self
+            .dumps
+            .iter()
+            .filter(|(upto, _)| *upto > from)
+            .map(|(_, path)| path.clone())
+            .collect();
+        Err(ControlError::SubmitRejected {
+            count: total - from,
+            dumps,
+        })
+    }
+}
+
 /// How the writer stopped, published to every `shutdown` caller.
 #[derive(Debug, Clone)]
 pub(crate) enum Exit {
@@ -147,6 +213,16 @@ pub(crate) enum Exit {
     NotDurable(Arc<StoreError>),
     /// Everything is committed, but the final WAL checkpoint failed.
     WalCheckpointFailed(Arc<StoreError>),
+    /// Everything is committed or recorded, but submitted appends were
+    /// rejected that no flush had reported (a `ControlError::SubmitRejected`).
+    Rejected { count: u64, dumps: Vec<PathBuf> },
+}
+
+/// The writer thread's counters that the journal's handles read.
+pub(crate) struct Counters {
+    pub gauge: Arc<QueueGauge>,
+    pub failed_commits: Arc<AtomicU64>,
+    pub rejected_submits: Arc<AtomicU64>,
 }
 
 /// Runs until shutdown or until every sender is dropped.
@@ -154,32 +230,44 @@ pub(crate) fn run<W: StoreWriter>(
     mut writer: W,
     rx: Receiver<Command>,
     bounds: BatchBounds,
-    gauge: Arc<QueueGauge>,
-    failed_commits: Arc<AtomicU64>,
+    counters: Counters,
     env: WriterEnv,
 ) -> Exit {
+    let gauge = counters.gauge;
     let mut failures = FailureLog {
-        count: failed_commits,
+        count: counters.failed_commits,
         last: None,
         unreported: false,
     };
+    let mut rejections = RejectionLog::new(counters.rejected_submits);
     loop {
         let Ok(first) = rx.recv() else {
-            // All handles dropped: everything sent was committed.
+            // All handles dropped: everything sent was committed or
+            // recorded; nobody is left to hear about rejections, which
+            // their dumps and the log keep.
             return match failures.last.filter(|_| failures.unreported) {
                 Some(e) => Exit::NotDurable(e),
                 None => Exit::Clean,
             };
         };
         let (appends, control) = collect_batch(first, &rx, bounds);
-        let batch = commit(&mut writer, appends, &gauge, &env);
+        let batch = commit(&mut writer, appends, &gauge, &env, &mut rejections);
         if let Err(e) = &batch {
             failures.record(Arc::clone(e));
         }
         match control {
             None => {}
-            Some(Control::Flush { seen, reply }) => {
-                let _ = reply.send(failures.answer_flush(seen));
+            Some(Control::Flush {
+                seen,
+                rejected_seen,
+                reply,
+            }) => {
+                // A failed commit is the graver news; rejections not
+                // reported now stay unreported for the next barrier.
+                let answer = failures
+                    .answer_flush(seen)
+                    .and_then(|()| rejections.report(rejected_seen));
+                let _ = reply.send(answer);
             }
             Some(Control::WalCheckpoint(reply)) => {
                 // Reports (without clearing) a failure of its own batch:
@@ -197,48 +285,66 @@ pub(crate) fn run<W: StoreWriter>(
                 let _ = reply.send(result);
             }
             Some(Control::Shutdown) => {
-                // Intake is closed, but appends that passed the gate just
-                // before it closed may still be queued: commit them too.
-                loop {
-                    let mut rest = Vec::new();
-                    while let Ok(cmd) = rx.try_recv() {
-                        match cmd {
-                            Command::Append(a) => rest.push(a),
-                            Command::Control(
-                                Control::Flush { reply: r, .. } | Control::WalCheckpoint(r),
-                            ) => {
-                                let _ = r.send(Err(ControlError::ShutDown));
-                            }
-                            Command::Control(Control::Delivery { reply, .. }) => {
-                                let _ = reply.send(Err(ControlError::ShutDown));
-                            }
-                            Command::Control(Control::Shutdown) => {}
-                        }
-                    }
-                    if rest.is_empty() {
-                        break;
-                    }
-                    if let Err(e) = commit(&mut writer, rest, &gauge, &env) {
-                        failures.record(e);
-                    }
-                }
-                if failures.unreported {
-                    if let Some(e) = failures.last {
-                        return Exit::NotDurable(e);
-                    }
-                }
-                // Best effort: the data is durable in the WAL either way,
-                // and a reader in another process must not fail shutdown.
-                return match writer.wal_checkpoint() {
-                    Ok(()) => Exit::Clean,
-                    Err(StoreError::Busy(why)) => {
-                        tracing::warn!(%why, "final WAL checkpoint skipped");
-                        Exit::Clean
-                    }
-                    Err(e) => Exit::WalCheckpointFailed(Arc::new(e)),
-                };
+                return shut_down(&mut writer, &rx, &gauge, &env, failures, rejections)
             }
         }
+    }
+}
+
+/// Commits what passed the intake gate before it closed, then checkpoints
+/// the WAL; says how the writer stopped.
+fn shut_down<W: StoreWriter>(
+    writer: &mut W,
+    rx: &Receiver<Command>,
+    gauge: &QueueGauge,
+    env: &WriterEnv,
+    mut failures: FailureLog,
+    mut rejections: RejectionLog,
+) -> Exit {
+    // Intake is closed, but appends that passed the gate just before it
+    // closed may still be queued: commit them too.
+    loop {
+        let mut rest = Vec::new();
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                Command::Append(a) => rest.push(a),
+                Command::Control(Control::Flush { reply: r, .. } | Control::WalCheckpoint(r)) => {
+                    let _ = r.send(Err(ControlError::ShutDown));
+                }
+                Command::Control(Control::Delivery { reply, .. }) => {
+                    let _ = reply.send(Err(ControlError::ShutDown));
+                }
+                Command::Control(Control::Shutdown) => {}
+            }
+        }
+        if rest.is_empty() {
+            break;
+        }
+        if let Err(e) = commit(writer, rest, gauge, env, &mut rejections) {
+            failures.record(e);
+        }
+    }
+    if failures.unreported {
+        if let Some(e) = failures.last {
+            return Exit::NotDurable(e);
+        }
+    }
+    // Best effort: the data is durable in the WAL either way,
+    // and a reader in another process must not fail shutdown.
+    let checkpointed = match writer.wal_checkpoint() {
+        Ok(()) => Exit::Clean,
+        Err(StoreError::Busy(why)) => {
+            tracing::warn!(%why, "final WAL checkpoint skipped");
+            Exit::Clean
+        }
+        Err(e) => Exit::WalCheckpointFailed(Arc::new(e)),
+    };
+    // Unreported rejections outrank a failed checkpoint: they are appends
+    // the caller believes were written.
+    let seen = rejections.reported;
+    match rejections.report(seen) {
+        Err(ControlError::SubmitRejected { count, dumps }) => Exit::Rejected { count, dumps },
+        _ => checkpointed,
     }
 }
 
@@ -283,11 +389,15 @@ fn collect_batch(
     }
 }
 
-type Waiter = (
-    oneshot::Sender<Result<AppendResult, AppendError>>,
-    Instant,
-    (OwnedSemaphorePermit, OwnedSemaphorePermit),
-);
+/// Who waits for an append's answer: its caller (unless it was
+/// submitted), and its queue capacity, returned with the answer.
+struct Waiter {
+    ack: oneshot::Sender<Result<AppendResult, AppendError>>,
+    enqueued: Instant,
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    /// Queued by `submit()`: nobody reads `ack`.
+    submitted: bool,
+}
 
 /// The highest position a committed batch wrote, if it wrote any.
 fn head_of(outcomes: &[crate::store::AppendOutcome]) -> Option<u64> {
@@ -299,12 +409,19 @@ fn head_of(outcomes: &[crate::store::AppendOutcome]) -> Option<u64> {
         .max()
 }
 
-/// Answers each append of a committed batch with its own outcome.
-fn answer(outcomes: Vec<crate::store::AppendOutcome>, waiters: Vec<Waiter>, done: Instant) {
+/// Answers each append of a committed batch with its own outcome. Returns
+/// the submitted appends the store rejected (their index in the batch and
+/// why): their answer reaches nobody, so the caller must record them.
+fn answer(
+    outcomes: Vec<crate::store::AppendOutcome>,
+    waiters: Vec<Waiter>,
+    done: Instant,
+) -> Vec<(usize, Rejection)> {
     assert_eq!(outcomes.len(), waiters.len(), "one outcome per append");
     let ack_latency = metrics::histogram!(m::ACK_LATENCY_SECONDS);
     let mut appended = 0u64;
-    for (outcome, (ack, enqueued, permits)) in outcomes.into_iter().zip(waiters) {
+    let mut rejected = Vec::new();
+    for (i, (outcome, waiter)) in outcomes.into_iter().zip(waiters).enumerate() {
         let reply = match outcome {
             Ok(r) => {
                 if r.status == AppendStatus::Appended {
@@ -312,25 +429,102 @@ fn answer(outcomes: Vec<crate::store::AppendOutcome>, waiters: Vec<Waiter>, done
                 }
                 Ok(r)
             }
-            Err(AppendRejection::WrongExpectedVersion(w)) => {
-                metrics::counter!(m::REJECTED_TOTAL, "reason" => "wrong_expected_version")
-                    .increment(1);
-                Err(AppendError::WrongExpectedVersion(w))
-            }
-            Err(AppendRejection::IdempotencyConflict { id, detail }) => {
-                metrics::counter!(m::REJECTED_TOTAL, "reason" => "idempotency_conflict")
-                    .increment(1);
-                Err(AppendError::IdempotencyConflict { id, detail })
+            Err(rejection) => {
+                let (reason, error) = match rejection {
+                    AppendRejection::WrongExpectedVersion(w) => (
+                        RejectReason::WrongExpectedVersion,
+                        AppendError::WrongExpectedVersion(w),
+                    ),
+                    AppendRejection::IdempotencyConflict { id, detail } => (
+                        RejectReason::IdempotencyConflict,
+                        AppendError::IdempotencyConflict { id, detail },
+                    ),
+                };
+                metrics::counter!(m::REJECTED_TOTAL, "reason" => reason.as_str()).increment(1);
+                if waiter.submitted {
+                    rejected.push((i, Rejection::new(reason, &error.to_string())));
+                }
+                Err(error)
             }
         };
-        ack_latency.record((done - enqueued).as_secs_f64());
+        ack_latency.record((done - waiter.enqueued).as_secs_f64());
         // Capacity returns before the ack, so a caller that was just acked
         // finds the room its own append held (a `try_append` right after
         // the ack must not see `Full` because of it).
-        drop(permits);
-        let _ = ack.send(reply);
+        drop(waiter.permits);
+        let _ = waiter.ack.send(reply);
     }
     metrics::counter!(m::APPENDED_EVENTS_TOTAL).increment(appended);
+    rejected
+}
+
+/// Publishes a committed batch's head, answers its appends, and records
+/// the submitted ones the store rejected.
+fn settle(
+    outcomes: Vec<crate::store::AppendOutcome>,
+    batch: &[PreparedAppend],
+    waiters: Vec<Waiter>,
+    env: &WriterEnv,
+    rejections: &mut RejectionLog,
+) -> Result<(), Arc<StoreError>> {
+    // Published before the acks go out: an acknowledged append is
+    // always at or below the committed head its caller can observe.
+    env.publish_head(head_of(&outcomes));
+    let rejected = answer(outcomes, waiters, Instant::now());
+    record_rejected(batch, &rejected, env, rejections)
+}
+
+/// Writes the submitted appends the store rejected to one rejection dump
+/// per reason (fsynced), so none vanishes. If a dump fails, they are lost:
+/// the journal fails closed, as when a failing store's dump fails, and the
+/// error is returned for the next barrier to report.
+fn record_rejected(
+    batch: &[PreparedAppend],
+    rejected: &[(usize, Rejection)],
+    env: &WriterEnv,
+    log: &mut RejectionLog,
+) -> Result<(), Arc<StoreError>> {
+    for reason in [
+        RejectReason::WrongExpectedVersion,
+        RejectReason::IdempotencyConflict,
+    ] {
+        let of_reason: Vec<_> = rejected
+            .iter()
+            .filter(|(_, r)| r.reason == reason)
+            .collect();
+        if of_reason.is_empty() {
+            continue;
+        }
+        let records: Result<Vec<_>, _> = of_reason
+            .iter()
+            .map(|(i, why)| {
+                let a = &batch[*i];
+                DumpRecord::new(&a.stream, a.expected, &a.ids, &a.events)
+                    .map(|r| r.with_rejection(why.clone()))
+            })
+            .collect();
+        let now = crate::clock::now_us();
+        match records.and_then(|r| emergency::write_rejected_dump(&env.data_dir, reason, &r, now)) {
+            Ok(path) => {
+                let n = of_reason.len() as u64;
+                metrics::counter!(m::SUBMIT_REJECTED_TOTAL, "reason" => reason.as_str())
+                    .increment(n);
+                tracing::error!(path = %path.display(), appends = n, reason = reason.as_str(), "the store rejected submitted appends: recorded in an emergency dump; the next flush reports them");
+                log.record(n, path);
+            }
+            Err(e) => {
+                env.failed_closed.store(true, Ordering::SeqCst);
+                tracing::error!(error = %e, "submitted appends were rejected and their emergency dump failed: they are lost; the journal now refuses all new work (failed closed)");
+                return Err(Arc::new(StoreError::Io {
+                    path: env.data_dir.join(emergency::DUMP_DIR),
+                    source: std::io::Error::other(format!(
+                        "recording rejected submitted appends failed: {e}"
+                    )),
+                }));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What became of submitted appends whose commit failed.
@@ -384,6 +578,7 @@ fn commit<W: StoreWriter>(
     queued: Vec<QueuedAppend>,
     gauge: &QueueGauge,
     env: &WriterEnv,
+    rejections: &mut RejectionLog,
 ) -> Result<(), Arc<StoreError>> {
     if queued.is_empty() {
         return Ok(());
@@ -392,14 +587,17 @@ fn commit<W: StoreWriter>(
     let created_at_us = crate::clock::now_us();
     let mut batch = Vec::with_capacity(queued.len());
     let mut waiters = Vec::with_capacity(queued.len());
-    let mut submitted = Vec::with_capacity(queued.len());
     let (mut events, mut bytes) = (0usize, 0usize);
     for q in queued {
         events += q.append.events.len();
         bytes += q.bytes;
         batch.push(q.append);
-        waiters.push((q.ack, q.enqueued, q.permits));
-        submitted.push(q.submitted);
+        waiters.push(Waiter {
+            ack: q.ack,
+            enqueued: q.enqueued,
+            permits: q.permits,
+            submitted: q.submitted,
+        });
     }
     let started = Instant::now();
     let result = writer.commit(&batch, created_at_us);
@@ -407,54 +605,8 @@ fn commit<W: StoreWriter>(
     metrics::histogram!(m::COMMIT_LATENCY_SECONDS).record((done - started).as_secs_f64());
     metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(events as f64);
     let status = match result {
-        Ok(outcomes) => {
-            // Published before the acks go out: an acknowledged append is
-            // always at or below the committed head its caller can observe.
-            env.publish_head(head_of(&outcomes));
-            answer(outcomes, waiters, done);
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, appends = waiters.len(), "group commit failed; appends not acknowledged");
-            let shared: Arc<StoreError> = Arc::new(e);
-            let fail = |ack: oneshot::Sender<Result<AppendResult, AppendError>>| {
-                metrics::counter!(m::REJECTED_TOTAL, "reason" => "store_error").increment(1);
-                let _ = ack.send(Err(AppendError::Store(Arc::clone(&shared))));
-            };
-            let (mut sub_batch, mut sub_waiters) = (Vec::new(), Vec::new());
-            let mut status = Ok(());
-            for ((append, waiter), is_submitted) in batch.into_iter().zip(waiters).zip(submitted) {
-                if is_submitted {
-                    sub_batch.push(append);
-                    sub_waiters.push(waiter);
-                } else {
-                    fail(waiter.0);
-                    status = Err(Arc::clone(&shared));
-                }
-            }
-            if !sub_batch.is_empty() {
-                match protect_submitted(writer, &sub_batch, env) {
-                    Protected::Committed(outcomes) => {
-                        env.publish_head(head_of(&outcomes));
-                        answer(outcomes, sub_waiters, Instant::now());
-                    }
-                    Protected::Dumped(path) => {
-                        for (ack, _, _permits) in sub_waiters {
-                            let _ = ack.send(Err(AppendError::Dumped { path: path.clone() }));
-                        }
-                    }
-                    Protected::Lost(dump_error) => {
-                        env.failed_closed.store(true, Ordering::SeqCst);
-                        tracing::error!(error = %dump_error, "emergency dump failed: submitted appends are lost; the journal now refuses all new work (failed closed)");
-                        for (ack, _, _permits) in sub_waiters {
-                            fail(ack);
-                        }
-                        status = Err(Arc::clone(&shared));
-                    }
-                }
-            }
-            status
-        }
+        Ok(outcomes) => settle(outcomes, &batch, waiters, env, rejections),
+        Err(e) => commit_failed(writer, e, batch, waiters, env, rejections),
     };
     // Permits were dropped with the waiters above: capacity is back.
     gauge.events.fetch_sub(events, Ordering::Relaxed);
@@ -462,4 +614,58 @@ fn commit<W: StoreWriter>(
     metrics::gauge!(m::QUEUE_DEPTH_EVENTS).set(gauge.events.load(Ordering::Relaxed) as f64);
     metrics::gauge!(m::QUEUE_DEPTH_BYTES).set(gauge.bytes.load(Ordering::Relaxed) as f64);
     status
+}
+
+/// A group commit failed: awaited appends are answered with the error;
+/// submitted ones are retried, then dumped (see [`protect_submitted`]).
+fn commit_failed<W: StoreWriter>(
+    writer: &mut W,
+    e: StoreError,
+    batch: Vec<PreparedAppend>,
+    waiters: Vec<Waiter>,
+    env: &WriterEnv,
+    rejections: &mut RejectionLog,
+) -> Result<(), Arc<StoreError>> {
+    tracing::error!(error = %e, appends = waiters.len(), "group commit failed; appends not acknowledged");
+    let shared: Arc<StoreError> = Arc::new(e);
+    let fail = |ack: oneshot::Sender<Result<AppendResult, AppendError>>| {
+        metrics::counter!(m::REJECTED_TOTAL, "reason" => "store_error").increment(1);
+        let _ = ack.send(Err(AppendError::Store(Arc::clone(&shared))));
+    };
+    let (mut sub_batch, mut sub_waiters) = (Vec::new(), Vec::new());
+    let mut status = Ok(());
+    for (append, waiter) in batch.into_iter().zip(waiters) {
+        if waiter.submitted {
+            sub_batch.push(append);
+            sub_waiters.push(waiter);
+        } else {
+            fail(waiter.ack);
+            status = Err(Arc::clone(&shared));
+        }
+    }
+    if sub_batch.is_empty() {
+        return status;
+    }
+    match protect_submitted(writer, &sub_batch, env) {
+        Protected::Committed(outcomes) => {
+            // A retry can meet a rejection too; `status` stays the
+            // awaited appends' failure if there was one.
+            let recorded = settle(outcomes, &sub_batch, sub_waiters, env, rejections);
+            status.and(recorded)
+        }
+        Protected::Dumped(path) => {
+            for w in sub_waiters {
+                let _ = w.ack.send(Err(AppendError::Dumped { path: path.clone() }));
+            }
+            status
+        }
+        Protected::Lost(dump_error) => {
+            env.failed_closed.store(true, Ordering::SeqCst);
+            tracing::error!(error = %dump_error, "emergency dump failed: submitted appends are lost; the journal now refuses all new work (failed closed)");
+            for w in sub_waiters {
+                fail(w.ack);
+            }
+            Err(shared)
+        }
+    }
 }

@@ -6,15 +6,23 @@
 //! again is safe. The ledger verifies after every replay. The first dump
 //! into a data directory also fsyncs the data directory, which holds the
 //! new `emergency/` entry (checked through `ironclad::durable::record_ops`,
-//! since only power loss would show its absence).
+//! since only power loss would show its absence). With
+//! `quarantine_failed`, a record that cannot be appended is set aside in a
+//! fsynced quarantine file next to the dump and the replay goes on.
+//! Invariant: a dump record is never deleted without being replayed or
+//! quarantined durably. The line limit is the same for writer and reader,
+//! tested at true size at and one byte past it.
 
 use crate::common;
 
 use std::path::Path;
 
 use ironclad::durable::{record_ops, DurableOp};
-use ironclad::emergency::{archive_dump, list_dumps, write_dump, DumpRecord, DUMP_DIR};
-use ironclad::{ExpectedVersion, NewEvent, ReplayError, VerifyOptions};
+use ironclad::emergency::{
+    archive_dump, list_dumps, read_dump, write_dump, write_quarantine, DumpError, DumpRecord,
+    QuarantinedRecord, DUMP_DIR, DUMP_LINE_BYTES_MAX,
+};
+use ironclad::{ExpectedVersion, NewEvent, ReplayError, ReplayOptions, VerifyOptions};
 use uuid::Uuid;
 
 fn record(stream: &str, expected: ExpectedVersion, n: u32) -> (DumpRecord, Vec<NewEvent>) {
@@ -85,12 +93,8 @@ async fn replay_is_idempotent_and_archives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_cannot_be_appended_stops_the_replay_and_keeps_the_dump() {
-    let tmp = common::tempdir();
-    let dir = common::data_dir(&tmp);
-    let journal = common::open(common::fast_config(&dir));
-    let (ok, _) = record("a", ExpectedVersion::Any, 1);
     let (stale, _) = record("a", ExpectedVersion::NoStream, 2);
-    let path = write_dump(&dir, &[ok, stale], 9).unwrap();
+    let (_tmp, journal, path) = a_dump_with_a_stale_record(stale, None);
     match journal.replay_dump(&path, &mut |_| {}).await {
         Err(ReplayError::Append { record: 2, error }) => {
             assert!(
@@ -107,6 +111,24 @@ async fn a_record_that_cannot_be_appended_stops_the_replay_and_keeps_the_dump() 
         "record 1 went in once"
     );
     common::shutdown(&journal).await;
+}
+
+/// A journal in a fresh directory and a dump for it: a record of stream
+/// `a`, then `stale` (which expects `a` not to exist), then `after`.
+fn a_dump_with_a_stale_record(
+    stale: DumpRecord,
+    after: Option<DumpRecord>,
+) -> (tempfile::TempDir, ironclad::Journal, std::path::PathBuf) {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let journal = common::open(common::fast_config(&dir));
+    let (ok, _) = record("a", ExpectedVersion::Any, 1);
+    let records: Vec<DumpRecord> = [Some(ok), Some(stale), after]
+        .into_iter()
+        .flatten()
+        .collect();
+    let path = write_dump(&dir, &records, 9).unwrap();
+    (tmp, journal, path)
 }
 
 /// Where `op` first occurs in `ops`, or a panic listing them.
@@ -179,4 +201,127 @@ fn archiving_a_dump_fsyncs_both_directories_and_the_new_archive_directory() {
     // name: fsynced after both changed.
     assert!(rename_then_sync(&ops, &archived, &emergency));
     assert!(created < position(&ops, &DurableOp::SyncDir(emergency)));
+}
+
+/// Invariant: a dump record is never deleted without being replayed or
+/// quarantined durably. The failing record goes to a quarantine file next
+/// to the dump (not listed as a dump), the records after it are replayed,
+/// and only then is the dump archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_record_is_set_aside_durably_and_the_replay_goes_on() {
+    let (stale, _) = record("a", ExpectedVersion::NoStream, 2);
+    let (after, _) = record("b", ExpectedVersion::Any, 3);
+    let (tmp, journal, path) = a_dump_with_a_stale_record(stale.clone(), Some(after));
+    let dir = common::data_dir(&tmp);
+    let options = ReplayOptions {
+        quarantine_failed: true,
+    };
+    let report = journal
+        .replay_dump_with(&path, options, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.records, report.appended_events, report.quarantined),
+        (3, 4, 1)
+    );
+    let quarantine = report.quarantined_to.expect("named in the report");
+    assert_eq!(quarantine.parent(), path.parent(), "next to the dump");
+    let text = std::fs::read_to_string(&quarantine).unwrap();
+    let set_aside: Vec<QuarantinedRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(set_aside.len(), 1);
+    assert_eq!(
+        (set_aside[0].record_number, &set_aside[0].record),
+        (2, &stale)
+    );
+    assert!(set_aside[0].error.contains("wrong expected version"));
+    assert!(
+        report.archived_to.exists() && !path.exists(),
+        "archived after"
+    );
+    assert!(
+        list_dumps(&dir).unwrap().is_empty(),
+        "a quarantine file is no dump"
+    );
+    assert_eq!(
+        journal.stream_head("b").unwrap().unwrap().version,
+        2,
+        "went on"
+    );
+    common::shutdown(&journal).await;
+}
+
+#[test]
+fn a_quarantine_file_is_renamed_into_place_and_its_directory_fsynced() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let (r, _) = record("a", ExpectedVersion::Any, 1);
+    let dump = write_dump(&dir, std::slice::from_ref(&r), 1).unwrap();
+    let entry = QuarantinedRecord {
+        dump: dump.clone(),
+        record_number: 1,
+        error: "refused".into(),
+        record: r,
+    };
+    let (path, ops) = record_ops(|| write_quarantine(&dump, &[entry], 2).unwrap());
+    assert!(
+        rename_then_sync(&ops, &path, &dir.join(DUMP_DIR)),
+        "{ops:#?}"
+    );
+}
+
+/// A record whose dump line is exactly `line_bytes` long.
+fn record_of_line_bytes(line_bytes: usize) -> DumpRecord {
+    let id = Uuid::nil();
+    let make = |payload_bytes: usize| {
+        let payload = format!("\"{}\"", "a".repeat(payload_bytes - 2));
+        DumpRecord::new(
+            "s",
+            ExpectedVersion::Any,
+            &[id],
+            &[NewEvent::new("t", payload)],
+        )
+        .unwrap()
+    };
+    let empty = serde_json::to_vec(&make(2)).unwrap().len();
+    make(2 + line_bytes - empty)
+}
+
+/// Writer and reader share one line limit, at true size: a line of exactly
+/// `DUMP_LINE_BYTES_MAX` bytes is written and read back; one byte more is
+/// refused by the writer (nothing written) and by the reader. Before the
+/// fix the writer had no limit and the reader's was 64 MiB. Peak disk use:
+/// one dump of the limit's size, in a temporary directory.
+#[test]
+fn a_line_at_the_limit_is_written_and_read_and_one_byte_more_is_refused_by_both() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let path = write_dump(&dir, &[record_of_line_bytes(DUMP_LINE_BYTES_MAX)], 1).unwrap();
+    let file_bytes = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(
+        file_bytes,
+        DUMP_LINE_BYTES_MAX as u64 + 1,
+        "the line and its newline"
+    );
+    assert_eq!(read_dump(&path).unwrap().len(), 1);
+
+    let over = record_of_line_bytes(DUMP_LINE_BYTES_MAX + 1);
+    let refused = write_dump(&dir, std::slice::from_ref(&over), 2);
+    assert!(
+        matches!(refused, Err(DumpError::TooLarge { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(list_dumps(&dir).unwrap().len(), 1, "nothing written");
+    let mut line = serde_json::to_vec(&over).unwrap();
+    drop(over);
+    line.push(b'\n');
+    std::fs::write(&path, line).unwrap();
+    let read = read_dump(&path);
+    assert!(
+        matches!(read, Err(DumpError::TooLarge { .. })),
+        "{:?}",
+        read.map(|r| r.len())
+    );
 }
