@@ -64,7 +64,7 @@ pub const ARCHIVE_CHUNK_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 // A chunk, or a single entry of the longest line, must be readable whole.
 const _: () = assert!(ARCHIVE_CHUNK_BYTES_MAX <= ARCHIVE_DECOMPRESSED_BYTES_MAX);
-const _: () = assert!(ARCHIVE_LINE_BYTES_MAX as u64 + 1 <= ARCHIVE_DECOMPRESSED_BYTES_MAX);
+const _: () = assert!((ARCHIVE_LINE_BYTES_MAX as u64) < ARCHIVE_DECOMPRESSED_BYTES_MAX);
 
 const PREFIX: &str = "dlq-";
 const SUFFIX: &str = ".jsonl.gz";

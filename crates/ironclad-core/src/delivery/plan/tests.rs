@@ -94,16 +94,16 @@ proptest! {
 
         prop_assert!(plan.events.len() <= events_max);
         let sent_due: Vec<u64> = plan.items.iter().filter(|i| i.prior.is_some()).map(|i| i.position).collect();
+        // Every batch is in strictly increasing position order, its events
+        // and their items alike.
+        prop_assert!(plan.items.windows(2).all(|w| w[0].position < w[1].position), "batch out of position order: {:?}", plan.items.iter().map(|i| i.position).collect::<Vec<_>>());
+        prop_assert!(plan.events.iter().zip(&plan.items).all(|(e, i)| e.position == i.position && e.id == i.event_id));
         // The due rows sent are the first ones asked for (the byte bound
         // may cut the rest), and they go first.
         let mut asked_first = due[..sent_due.len()].to_vec();
         asked_first.sort_unstable();
         prop_assert_eq!(&asked_first, &sent_due, "the first due rows are sent");
         prop_assert!(plan.items.iter().take(sent_due.len()).all(|i| i.prior.is_some()), "due rows go first");
-        // Every batch is in strictly increasing position order, its events
-        // and their items alike.
-        prop_assert!(plan.items.windows(2).all(|w| w[0].position < w[1].position), "batch out of position order: {:?}", plan.items.iter().map(|i| i.position).collect::<Vec<_>>());
-        prop_assert!(plan.events.iter().zip(&plan.items).all(|(e, i)| e.position == i.position && e.id == i.event_id));
         let moved_to = plan.cursor_to.unwrap_or(cursor);
         prop_assert!(moved_to >= cursor);
         let wanted_new = allow_new && sent_due.len() < events_max && pending.len() < retry_rows_max;

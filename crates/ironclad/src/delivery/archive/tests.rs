@@ -241,7 +241,7 @@ fn events_read_back_verbatim_and_old_archives_still_read() {
     ];
     let hand = dir.path().join("old.jsonl.gz");
     let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-    write!(gz, "{}\n", lines.join("\n")).expect("write");
+    writeln!(gz, "{}", lines.join("\n")).expect("write");
     fs::write(&hand, gz.finish().expect("finish")).expect("write");
     let back = read_archive(&hand).expect("old archives read");
     let events: Vec<Option<&str>> = back
