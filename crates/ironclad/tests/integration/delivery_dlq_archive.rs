@@ -94,6 +94,13 @@ impl Dlq {
         h::dlq_rows(&**self.journal.store())
     }
 
+    /// Purges the sink's whole DLQ; returns how many were deleted.
+    async fn purge(&self) -> u64 {
+        dlq::purge(&self.journal, &self.filter())
+            .await
+            .expect("purge")
+    }
+
     fn filter(&self) -> DlqFilter {
         DlqFilter {
             sink_id: Some(self.sink_id),
@@ -167,12 +174,7 @@ async fn payloads_serde_json_value_cannot_hold_are_archived_verbatim() {
     ];
     let env = Dlq::new(&payloads).await;
     let before = env.rows();
-    assert_eq!(
-        dlq::purge(&env.journal, &env.filter())
-            .await
-            .expect("purge"),
-        3
-    );
+    assert_eq!(env.purge().await, 3);
     let (acc, archived) = env.check();
     assert_eq!((acc.dead.len(), acc.archived), (0, 3));
     assert!(before.iter().all(|r| holds(&archived, r)));
@@ -241,12 +243,7 @@ async fn a_dead_letter_recreated_after_archiving_is_kept() {
     assert_eq!((acc.dead.len(), acc.archived), (1, 1));
     assert!(!holds(&archived, &again), "not archived yet");
     // The next purge archives it, then deletes it.
-    assert_eq!(
-        dlq::purge(&env.journal, &env.filter())
-            .await
-            .expect("purge"),
-        1
-    );
+    assert_eq!(env.purge().await, 1);
     let (acc, archived) = env.check();
     assert_eq!((acc.dead.len(), acc.archived), (0, 2));
     assert!(archived_rows
@@ -285,12 +282,7 @@ async fn purge_and_janitor_chunk_large_payloads_by_bytes() {
         .expect("janitor");
     assert_eq!(report.evicted, 34);
     let evicted = chunk_sizes(&env.dir);
-    assert_eq!(
-        dlq::purge(&env.journal, &env.filter())
-            .await
-            .expect("purge"),
-        2
-    );
+    assert_eq!(env.purge().await, 2);
     let sizes = chunk_sizes(&env.dir);
     eprintln!("chunks (line bytes, entries): janitor {evicted:?}, all {sizes:?}");
     for &(bytes, entries) in &sizes {

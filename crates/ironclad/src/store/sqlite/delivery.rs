@@ -399,6 +399,26 @@ fn apply_in_tx(
     }
 }
 
+/// Runs `stmt` with a dead letter's columns as `?1`..`?9`, in the `dlq`
+/// table's order: the insert and the exact-match delete share them.
+fn execute_with_dlq_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    sink_id: i64,
+    d: &DlqRow,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        sink_id,
+        to_i64(d.position),
+        d.event_id.as_bytes().as_slice(),
+        d.lane,
+        d.attempts,
+        to_i64(d.first_failure_unix_ms),
+        to_i64(d.last_failure_unix_ms),
+        d.last_error,
+        d.reason.as_str()
+    ])
+}
+
 /// Deletes the dead letters of `rows` that still equal them in every
 /// column, so a row re-created at the same position after it was archived
 /// stays. Returns how many were deleted.
@@ -410,17 +430,7 @@ fn remove_archived(c: &Connection, sink_id: i64, rows: &[DlqRow]) -> Result<u64,
     )?;
     let mut removed: u64 = 0;
     for d in rows {
-        removed += del.execute(params![
-            sink_id,
-            to_i64(d.position),
-            d.event_id.as_bytes().as_slice(),
-            d.lane,
-            d.attempts,
-            to_i64(d.first_failure_unix_ms),
-            to_i64(d.last_failure_unix_ms),
-            d.last_error,
-            d.reason.as_str()
-        ])? as u64;
+        removed += execute_with_dlq_row(&mut del, sink_id, d)? as u64;
     }
     Ok(removed)
 }
@@ -474,17 +484,7 @@ fn settle(c: &Connection, s: &Settle, now_us: i64) -> Result<(), StoreError> {
     )?;
     for d in &s.dead_letters {
         del.execute(params![s.sink_id, to_i64(d.position)])?;
-        dl.execute(params![
-            s.sink_id,
-            to_i64(d.position),
-            d.event_id.as_bytes().as_slice(),
-            d.lane,
-            d.attempts,
-            to_i64(d.first_failure_unix_ms),
-            to_i64(d.last_failure_unix_ms),
-            d.last_error,
-            d.reason.as_str()
-        ])?;
+        execute_with_dlq_row(&mut dl, s.sink_id, d)?;
     }
     Ok(())
 }
