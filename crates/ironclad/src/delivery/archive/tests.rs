@@ -271,3 +271,21 @@ fn line_bytes_are_what_the_file_holds() {
         .expect("gunzip");
     assert_eq!(text.len() as u64, want);
 }
+
+#[test]
+fn a_line_reading_would_refuse_is_never_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut big = entry("s", 1);
+    big.last_error = "x".repeat(ARCHIVE_LINE_BYTES_MAX);
+    let err = write_archive(dir.path(), &[entry("s", 0), big], 1).unwrap_err();
+    assert!(matches!(err, ArchiveError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("nothing was archived or deleted"));
+    assert!(
+        list_archives(dir.path()).expect("list").is_empty(),
+        "no archive, and no temporary file left"
+    );
+    let left = fs::read_dir(archive_dir(dir.path()))
+        .expect("readdir")
+        .count();
+    assert_eq!(left, 0);
+}
