@@ -7,6 +7,10 @@
 //! - Due rows first, in the order given (the turn already chose them and
 //!   spent the retry budget), until the batch's byte bound: retries of
 //!   waiting lanes are the oldest work.
+//! - The batch goes out in position order, strictly increasing (the order
+//!   `docs/webhook.md` promises): due rows are chosen in due-time order
+//!   across lanes, and [`Planner::finish`] sorts them. Each lane's rows are
+//!   already in position order, so no lane is reordered.
 //! - New events only when the batch has room, the turn allows them, and the
 //!   sink holds fewer than `retry_rows_max` rows (a dead sink must not fill
 //!   the disk with parked rows).
@@ -84,7 +88,7 @@ pub struct PlanAsk {
 /// One planned batch.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
-    /// The events to send, in batch order.
+    /// The events to send, in batch order: strictly increasing positions.
     pub events: Vec<RecordedEvent>,
     /// `items[i]` describes `events[i]` for the settle.
     pub items: Vec<InFlight>,
@@ -244,10 +248,12 @@ impl<'a> Planner<'a> {
         Scan::Next
     }
 
-    /// The finished plan.
+    /// The finished plan, its batch sorted by position (see the module
+    /// docs).
     pub fn finish(self) -> Plan {
-        let plan = self.plan;
+        let mut plan = self.plan;
         debug_assert_eq!(plan.events.len(), plan.items.len());
+        sort_by_position(&mut plan);
         // Lane order, stated again in the proptest: a new event is never
         // taken behind an earlier parked event of its lane.
         debug_assert!(
@@ -259,6 +265,22 @@ impl<'a> Planner<'a> {
         );
         plan
     }
+}
+
+/// Sorts the batch (events and their items together) by position. Due
+/// rows were chosen in due-time order across lanes, which need not be
+/// position order; a lane's own rows are in position order, so sorting
+/// keeps every lane in order, and new events, all past the cursor, already
+/// follow every due row.
+fn sort_by_position(plan: &mut Plan) {
+    if plan.items.is_sorted_by_key(|i| i.position) {
+        return;
+    }
+    let events = std::mem::take(&mut plan.events);
+    let items = std::mem::take(&mut plan.items);
+    let mut batch: Vec<(InFlight, RecordedEvent)> = items.into_iter().zip(events).collect();
+    batch.sort_unstable_by_key(|(item, _)| item.position);
+    (plan.items, plan.events) = batch.into_iter().unzip();
 }
 
 /// Plans one batch: the due rows of `ask`, then new events after the

@@ -17,9 +17,19 @@
 //! the same entries again on the next attempt, so an entry may appear in
 //! two archives: `(sink, position, event_id)` identifies it.
 //!
+//! Each entry holds its event verbatim ([`ArchivedEvent`]): the bytes
+//! `ironclad read` prints, payload spelling included, so an event whose
+//! payload `serde_json::Value` cannot hold (`1e999999`, a 400-digit
+//! integer) is archived whole. Older archives, whose `event` was re-encoded
+//! through `Value`, read back as they were written.
+//!
 //! Reading is bounded ([`ARCHIVE_DECOMPRESSED_BYTES_MAX`],
-//! [`ARCHIVE_LINE_BYTES_MAX`]) and a damaged file is a typed error
-//! ([`ArchiveError::Corrupt`], [`ArchiveError::BadLine`]), never a panic.
+//! [`ARCHIVE_LINE_BYTES_MAX`]) and writing refuses what reading would
+//! refuse; a damaged file is a typed error ([`ArchiveError::Corrupt`],
+//! [`ArchiveError::BadLine`]), never a panic. Callers that archive many
+//! entries split them into files of at most [`ARCHIVE_CHUNK_BYTES_MAX`]
+//! line bytes ([`entry_line_bytes`]), so neither memory nor a file grows
+//! with the DLQ's size.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -29,10 +39,12 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use thiserror::Error;
 use uuid::Uuid;
 
 use crate::durable::{self, DurableWriteError};
+use crate::model::RecordedEvent;
 
 #[cfg(test)]
 mod tests;
@@ -44,6 +56,15 @@ pub const ARCHIVE_DIR: &str = "dlq-archive";
 pub const ARCHIVE_DECOMPRESSED_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// Longest line in an archive: one entry, its event envelope included.
 pub const ARCHIVE_LINE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most line bytes (newlines included) one archive written by a purge or
+/// the janitor holds, unless a single entry is larger and goes alone. It
+/// bounds the memory a chunk holds too: 16 MiB is 16 entries of 1 MiB
+/// payloads, where a count alone (1,000) would hold about 1 GB.
+pub const ARCHIVE_CHUNK_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+// A chunk, or a single entry of the longest line, must be readable whole.
+const _: () = assert!(ARCHIVE_CHUNK_BYTES_MAX <= ARCHIVE_DECOMPRESSED_BYTES_MAX);
+const _: () = assert!((ARCHIVE_LINE_BYTES_MAX as u64) < ARCHIVE_DECOMPRESSED_BYTES_MAX);
 
 const PREFIX: &str = "dlq-";
 const SUFFIX: &str = ".jsonl.gz";
@@ -73,9 +94,40 @@ pub struct ArchivedDlqEntry {
     pub archived_unix_ms: u64,
     /// Why it left the DLQ: `evicted`, `expired` or `purged`.
     pub archive_cause: String,
-    /// The full event envelope, when available.
+    /// The full event envelope. Always written; `None` only when reading
+    /// an old archive whose line says `"event":null`.
     #[serde(default)]
-    pub event: Option<serde_json::Value>,
+    pub event: Option<ArchivedEvent>,
+}
+
+/// An event as archived: its JSON text kept verbatim, exactly as
+/// `ironclad read` prints the stored event (`RecordedEvent`, its payload
+/// as raw JSON). Equal when the text is equal.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(transparent)]
+pub struct ArchivedEvent(Box<RawValue>);
+
+impl ArchivedEvent {
+    /// The stored event's JSON text, as `ironclad read` prints it.
+    pub fn from_event(event: &RecordedEvent) -> Result<Self, ArchiveError> {
+        // `RecordedEvent` serializes its payload as raw JSON, so no number
+        // or key passes through `serde_json::Value` and none is lost.
+        let text = serde_json::to_string(event).map_err(encode_err(event.position))?;
+        RawValue::from_string(text)
+            .map(ArchivedEvent)
+            .map_err(encode_err(event.position))
+    }
+
+    /// The event's JSON text, verbatim.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for ArchivedEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 /// An archive could not be written or read.
@@ -89,9 +141,15 @@ pub enum ArchiveError {
         /// The OS error.
         source: io::Error,
     },
-    /// An entry could not be encoded.
-    #[error("DLQ archive entry could not be encoded: {0}")]
-    Encode(String),
+    /// An entry could not be encoded whole; nothing was archived or
+    /// deleted.
+    #[error("the dead letter at position {position} could not be encoded for the DLQ archive ({reason}); nothing was archived or deleted: run `ironclad ledger verify` and report this")]
+    Encode {
+        /// The event's position.
+        position: u64,
+        /// The encoder's message.
+        reason: String,
+    },
     /// The file is not a complete gzip stream: truncated or damaged.
     #[error(
         "{path}: not a valid gzip archive ({reason}); the file is damaged, keep it for inspection"
@@ -112,7 +170,8 @@ pub enum ArchiveError {
         /// Why.
         reason: String,
     },
-    /// A limit was exceeded while writing or reading.
+    /// A limit was exceeded while writing or reading. When writing,
+    /// nothing was archived or deleted.
     #[error("{path}: {what}")]
     TooLarge {
         /// The archive.
@@ -138,6 +197,13 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
     move |source| ArchiveError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+fn encode_err(position: u64) -> impl FnOnce(serde_json::Error) -> ArchiveError {
+    move |e| ArchiveError::Encode {
+        position,
+        reason: e.to_string(),
     }
 }
 
@@ -181,6 +247,8 @@ pub fn write_archive(
 }
 
 /// Writes `entries` gzipped to `out`; `path` names the archive in errors.
+/// Refuses, before anything is renamed into place, a line or a file that
+/// reading would refuse.
 fn write_entries(
     out: &mut impl Write,
     path: &Path,
@@ -188,23 +256,55 @@ fn write_entries(
 ) -> Result<(), ArchiveError> {
     let mut gz = GzEncoder::new(out, Compression::default());
     let mut line = Vec::new();
+    let mut total_bytes = 0u64;
+    let too_large = |what: String| {
+        ArchiveError::TooLarge {
+        path: path.to_path_buf(),
+        what: format!("{what}; nothing was archived or deleted: `ironclad dlq export` the entry, then `dlq retry` or purge it by position"),
+    }
+    };
     for entry in entries {
         line.clear();
-        serde_json::to_writer(&mut line, entry).map_err(|e| ArchiveError::Encode(e.to_string()))?;
-        // Never write a line that reading would refuse.
+        serde_json::to_writer(&mut line, entry).map_err(encode_err(entry.position))?;
         if line.len() > ARCHIVE_LINE_BYTES_MAX {
-            return Err(ArchiveError::TooLarge {
-                path: path.to_path_buf(),
-                what: format!(
-                    "the entry for event {} is over {ARCHIVE_LINE_BYTES_MAX} bytes",
-                    entry.event_id
-                ),
-            });
+            return Err(too_large(format!(
+                "the entry for event {} is over {ARCHIVE_LINE_BYTES_MAX} bytes",
+                entry.event_id
+            )));
         }
         line.push(b'\n');
+        total_bytes += line.len() as u64;
+        if total_bytes > ARCHIVE_DECOMPRESSED_BYTES_MAX {
+            return Err(too_large(format!(
+                "the entries are over {ARCHIVE_DECOMPRESSED_BYTES_MAX} bytes in one archive"
+            )));
+        }
         gz.write_all(&line).map_err(io_err(path))?;
     }
     gz.finish().map(drop).map_err(io_err(path))
+}
+
+/// The bytes `entry` takes in an archive before compression, its newline
+/// included: what [`ARCHIVE_CHUNK_BYTES_MAX`] and the reader's limits
+/// count. Encodes without keeping the text.
+pub fn entry_line_bytes(entry: &ArchivedDlqEntry) -> Result<u64, ArchiveError> {
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, entry).map_err(encode_err(entry.position))?;
+    Ok(counter.0 + 1)
+}
+
+/// A writer that only counts what it is given.
+struct ByteCounter(u64);
+
+impl Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The archives in `<data_dir>/dlq-archive/`, oldest first (by name).

@@ -8,16 +8,27 @@
 //! places; the next run archives it again (archives are at-least-once, keyed
 //! by sink and position), and nothing is ever only deleted.
 //!
+//! The delete names each row by its whole content, not its position: a dead
+//! letter re-created at the same position after the archive was written
+//! (`dlq retry`, then a new failure) differs from it and is kept. Purges and
+//! the janitor archive in chunks of at most 1,000 entries and
+//! [`ARCHIVE_CHUNK_BYTES_MAX`] line bytes, so memory and archive files stay
+//! bounded however large the payloads.
+//!
 //! These work on a [`Journal`] whether or not a delivery engine runs on it;
 //! with an engine running, use the engine's wrappers so its dispatchers
 //! reload after a `retry`.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::delivery::archive::{write_archive, ArchiveError, ArchivedDlqEntry};
+use crate::delivery::archive::{
+    entry_line_bytes, write_archive, ArchiveError, ArchivedDlqEntry, ArchivedEvent,
+    ARCHIVE_CHUNK_BYTES_MAX,
+};
 use crate::error::{ControlError, StoreError};
 use crate::journal::{Journal, LogReader};
 use crate::model::RecordedEvent;
@@ -29,7 +40,8 @@ use crate::store::Store;
 /// Most entries one `list` page returns.
 pub const DLQ_PAGE_MAX: usize = 1_000;
 
-/// Entries moved or archived per writer transaction.
+/// Entries moved or archived per writer transaction. Archiving is bounded
+/// by bytes as well ([`ARCHIVE_CHUNK_BYTES_MAX`]).
 const CHUNK: usize = 1_000;
 
 /// A DLQ operation failed.
@@ -58,6 +70,15 @@ pub enum DlqError {
     /// The archive could not be written; nothing was deleted.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// A dead letter names an event the log does not hold, so it cannot be
+    /// archived whole; nothing was archived or deleted.
+    #[error("the dead letter of sink {sink:?} at position {position} names an event missing from the log; nothing was archived or deleted: run `ironclad ledger verify` and restore the data directory from a backup")]
+    EventMissing {
+        /// The sink.
+        sink: String,
+        /// The dead letter's position.
+        position: u64,
+    },
     /// Writing the export failed.
     #[error("export: {0}")]
     Export(std::io::Error),
@@ -151,6 +172,14 @@ pub fn stats<S: Store>(journal: &LogReader<S>) -> Result<Vec<SinkDlqStats>, DlqE
     Ok(out)
 }
 
+/// The name of sink `sink_id`, or `#<id>` for a sink no longer listed.
+fn sink_name(names: &[SinkRow], sink_id: i64) -> String {
+    names
+        .iter()
+        .find(|s| s.sink_id == sink_id)
+        .map_or_else(|| format!("#{sink_id}"), |s| s.name.clone())
+}
+
 fn entries<S: Store>(
     journal: &LogReader<S>,
     rows: Vec<DlqRow>,
@@ -158,10 +187,7 @@ fn entries<S: Store>(
 ) -> Result<Vec<DlqEntry>, DlqError> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let sink = names
-            .iter()
-            .find(|s| s.sink_id == row.sink_id)
-            .map_or_else(|| format!("#{}", row.sink_id), |s| s.name.clone());
+        let sink = sink_name(names, row.sink_id);
         let event = journal.store().event_at(row.position)?;
         out.push(DlqEntry { sink, row, event });
     }
@@ -260,58 +286,127 @@ pub async fn retry<S: Store>(journal: &Journal<S>, filter: &DlqFilter) -> Result
     Ok(moved)
 }
 
-/// Archives `rows` (durably), then deletes them from the store. Returns how
-/// many were deleted.
-pub async fn archive_and_remove<S: Store>(
+/// Dead letters written to a durable archive and not yet deleted: what
+/// [`archive_chunk`] returns and [`remove_archived`] takes.
+#[derive(Debug, Clone)]
+pub struct ArchivedChunk {
+    /// The archive written.
+    pub path: PathBuf,
+    /// The rows it holds, exactly as read: only rows still equal to one of
+    /// these are deleted.
+    pub rows: Vec<DlqRow>,
+    /// The archive's line bytes before compression.
+    pub line_bytes: u64,
+}
+
+/// The first half of [`archive_and_remove`]: archives a prefix of `rows`
+/// (at least one, at most [`ARCHIVE_CHUNK_BYTES_MAX`] line bytes unless the
+/// first alone is larger) with their events verbatim, durably. `None` when
+/// `rows` is empty. Fails, writing nothing, when an entry cannot be
+/// encoded whole or its event is missing.
+pub async fn archive_chunk<S: Store>(
     journal: &Journal<S>,
-    rows: Vec<DlqRow>,
+    rows: &[DlqRow],
     cause: ArchiveCause,
-) -> Result<u64, DlqError> {
+) -> Result<Option<ArchivedChunk>, DlqError> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(None);
     }
     let names = sinks(journal)?;
     let now = unix_ms();
-    let mut archived = Vec::with_capacity(rows.len());
-    for e in entries(journal, rows, &names)? {
-        archived.push(ArchivedDlqEntry {
-            sink: e.sink,
-            position: e.row.position,
-            event_id: e.row.event_id,
-            attempts: e.row.attempts,
-            first_failure_unix_ms: e.row.first_failure_unix_ms,
-            last_failure_unix_ms: e.row.last_failure_unix_ms,
-            last_error: e.row.last_error.clone(),
-            reason: e.row.reason.as_str().to_string(),
-            archived_unix_ms: now,
-            archive_cause: cause.as_str().to_string(),
-            event: e
-                .event
-                .as_ref()
-                .and_then(|ev| serde_json::to_value(ev).ok()),
-        });
+    let mut entries = Vec::new();
+    let mut chunk = Vec::new();
+    let mut line_bytes = 0u64;
+    for row in rows {
+        let entry = archived_entry(journal, row, &names, cause, now)?;
+        let bytes = entry_line_bytes(&entry)?;
+        // Checked before adding, so a chunk stays within the budget and an
+        // entry over it goes alone; the rest wait for the next chunk.
+        if !entries.is_empty() && line_bytes + bytes > ARCHIVE_CHUNK_BYTES_MAX {
+            break;
+        }
+        line_bytes += bytes;
+        entries.push(entry);
+        chunk.push(row.clone());
     }
     let dir = journal.config().data_dir.clone();
-    let to_write = archived.clone();
-    tokio::task::spawn_blocking(move || write_archive(&dir, &to_write, now))
+    let path = tokio::task::spawn_blocking(move || write_archive(&dir, &entries, now))
         .await
         .map_err(|e| DlqError::Export(std::io::Error::other(e.to_string())))??;
-    let mut by_sink: std::collections::BTreeMap<i64, Vec<u64>> = Default::default();
-    for a in &archived {
-        if let Some(s) = names.iter().find(|s| s.name == a.sink) {
-            by_sink.entry(s.sink_id).or_default().push(a.position);
-        }
+    Ok(path.map(|path| ArchivedChunk {
+        path,
+        rows: chunk,
+        line_bytes,
+    }))
+}
+
+/// One row as archived, with its event read from the log.
+fn archived_entry<S: Store>(
+    journal: &Journal<S>,
+    row: &DlqRow,
+    names: &[SinkRow],
+    cause: ArchiveCause,
+    now_unix_ms: u64,
+) -> Result<ArchivedDlqEntry, DlqError> {
+    let sink = sink_name(names, row.sink_id);
+    let event = journal
+        .store()
+        .event_at(row.position)?
+        .ok_or_else(|| DlqError::EventMissing {
+            sink: sink.clone(),
+            position: row.position,
+        })?;
+    Ok(ArchivedDlqEntry {
+        sink,
+        position: row.position,
+        event_id: row.event_id,
+        attempts: row.attempts,
+        first_failure_unix_ms: row.first_failure_unix_ms,
+        last_failure_unix_ms: row.last_failure_unix_ms,
+        last_error: row.last_error.clone(),
+        reason: row.reason.as_str().to_string(),
+        archived_unix_ms: now_unix_ms,
+        archive_cause: cause.as_str().to_string(),
+        event: Some(ArchivedEvent::from_event(&event)?),
+    })
+}
+
+/// The second half of [`archive_and_remove`]: deletes the rows of `chunk`
+/// that are still exactly as archived (a dead letter re-created since, at
+/// the same position, is kept for a later archive), counting them in
+/// `archived_total`. Returns how many were deleted.
+pub async fn remove_archived<S: Store>(
+    journal: &Journal<S>,
+    chunk: ArchivedChunk,
+) -> Result<u64, DlqError> {
+    let mut by_sink: std::collections::BTreeMap<i64, Vec<DlqRow>> = Default::default();
+    for row in chunk.rows {
+        by_sink.entry(row.sink_id).or_default().push(row);
     }
     let mut removed = 0;
-    for (sink_id, positions) in by_sink {
+    for (sink_id, rows) in by_sink {
         if let DeliveryApplied::Rows(n) = journal
-            .write_delivery(DeliveryWrite::DlqRemoveArchived { sink_id, positions })
+            .write_delivery(DeliveryWrite::DlqRemoveArchived { sink_id, rows })
             .await?
         {
             removed += n;
         }
     }
     Ok(removed)
+}
+
+/// Archives a prefix of `rows` (see [`archive_chunk`]), durably, then
+/// deletes what it archived from the store. Returns how many were deleted;
+/// callers call again for the rows left.
+pub async fn archive_and_remove<S: Store>(
+    journal: &Journal<S>,
+    rows: Vec<DlqRow>,
+    cause: ArchiveCause,
+) -> Result<u64, DlqError> {
+    match archive_chunk(journal, &rows, cause).await? {
+        Some(chunk) => remove_archived(journal, chunk).await,
+        None => Ok(0),
+    }
 }
 
 /// Archives, then deletes, every entry matching `filter`. Returns how many.
@@ -343,7 +438,12 @@ pub fn export<S: Store>(
     let names = sinks(journal)?;
     let mut n = 0;
     for_each_page(journal, filter, |page| {
-        for e in entries(journal, page, &names)? {
+        // One event in memory at a time: a page of 1,000 entries with
+        // 1 MiB payloads would hold about 1 GB.
+        for row in page {
+            let Some(e) = entries(journal, vec![row], &names)?.pop() else {
+                continue;
+            };
             serde_json::to_writer(&mut *out, &e)
                 .map_err(|err| DlqError::Export(std::io::Error::other(err)))?;
             out.write_all(b"\n").map_err(DlqError::Export)?;

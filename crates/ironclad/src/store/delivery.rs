@@ -43,8 +43,10 @@ pub enum DeliveryWrite {
     DlqRemoveArchived {
         /// The sink.
         sink_id: i64,
-        /// Which entries (missing ones are skipped).
-        positions: Vec<u64>,
+        /// The entries exactly as archived. A row is deleted only while
+        /// every column still equals its archived copy: one re-created at
+        /// the same position since (or gone) is skipped.
+        rows: Vec<DlqRow>,
     },
     /// Sets or clears the operator's circuit override.
     SetCircuitOverride {
@@ -67,8 +69,8 @@ impl DeliveryWrite {
         match self {
             DeliveryWrite::RegisterSink { .. } | DeliveryWrite::SetCircuitOverride { .. } => 1,
             DeliveryWrite::Settle(s) => s.rows(),
-            DeliveryWrite::DlqRequeue { positions, .. }
-            | DeliveryWrite::DlqRemoveArchived { positions, .. } => positions.len(),
+            DeliveryWrite::DlqRequeue { positions, .. } => positions.len(),
+            DeliveryWrite::DlqRemoveArchived { rows, .. } => rows.len(),
             DeliveryWrite::SetCheckpoints(updates) => updates.len(),
         }
     }

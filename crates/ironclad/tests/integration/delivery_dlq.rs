@@ -85,7 +85,8 @@ async fn beyond_the_size_limit_the_oldest_are_archived_as_evicted() {
         assert_eq!(a.archive_cause, "evicted");
         assert_eq!(a.reason, "permanent");
         assert!(a.attempts >= 1);
-        let event = a.event.as_ref().expect("the archive keeps the event");
+        let text = a.event.as_ref().expect("the archive keeps the event").get();
+        let event: serde_json::Value = serde_json::from_str(text).expect("the event is JSON");
         assert_eq!(event["id"], a.event_id.to_string());
         assert_eq!(event["position"], a.position);
     }

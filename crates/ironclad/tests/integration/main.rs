@@ -18,6 +18,7 @@ mod delivery;
 mod delivery_breaker;
 mod delivery_crash;
 mod delivery_dlq;
+mod delivery_dlq_archive;
 mod delivery_lanes;
 mod delivery_model;
 mod delivery_recovery;

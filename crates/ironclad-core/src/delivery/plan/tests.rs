@@ -94,7 +94,16 @@ proptest! {
 
         prop_assert!(plan.events.len() <= events_max);
         let sent_due: Vec<u64> = plan.items.iter().filter(|i| i.prior.is_some()).map(|i| i.position).collect();
-        prop_assert!(due.starts_with(&sent_due), "due rows go first, in order");
+        // Every batch is in strictly increasing position order, its events
+        // and their items alike.
+        prop_assert!(plan.items.windows(2).all(|w| w[0].position < w[1].position), "batch out of position order: {:?}", plan.items.iter().map(|i| i.position).collect::<Vec<_>>());
+        prop_assert!(plan.events.iter().zip(&plan.items).all(|(e, i)| e.position == i.position && e.id == i.event_id));
+        // The due rows sent are the first ones asked for (the byte bound
+        // may cut the rest), and they go first.
+        let mut asked_first = due[..sent_due.len()].to_vec();
+        asked_first.sort_unstable();
+        prop_assert_eq!(&asked_first, &sent_due, "the first due rows are sent");
+        prop_assert!(plan.items.iter().take(sent_due.len()).all(|i| i.prior.is_some()), "due rows go first");
         let moved_to = plan.cursor_to.unwrap_or(cursor);
         prop_assert!(moved_to >= cursor);
         let wanted_new = allow_new && sent_due.len() < events_max && pending.len() < retry_rows_max;
@@ -185,4 +194,36 @@ fn the_byte_bound_still_takes_one_event() {
     assert_eq!(plan.events.len(), 1);
     let why = "the second event waits: the cursor stays before it";
     assert_eq!(plan.cursor_to, Some(1), "{why}");
+}
+
+/// The reproduced batch of the issue: due retries across lanes come out in
+/// due-time order (30, 15, 7, 1, 4), and the batch goes out by position.
+#[test]
+fn due_rows_across_lanes_go_out_in_position_order() {
+    let log: Vec<RecordedEvent> = (1..=31).map(|p| event(p, 1, Some(p as u8))).collect();
+    let due_at = [(30, 1), (15, 2), (7, 3), (1, 4), (4, 5)];
+    let rows = due_at.iter().map(|&(p, at)| RetryRow {
+        next_attempt_unix_ms: at,
+        ..row(p, lane_of(&log[(p - 1) as usize]), 1)
+    });
+    let pending = PendingRetries::from_rows(rows);
+    let due = pending.due(10, 5);
+    assert_eq!(due, vec![30, 15, 7, 1, 4], "due-time order");
+    let limits = PlanLimits {
+        events_max: 8,
+        bytes_max: 1 << 20,
+        retry_rows_max: 10,
+    };
+    let ask = PlanAsk {
+        cursor: 30,
+        due,
+        allow_new: true,
+        now_unix_ms: 10,
+    };
+    let plan =
+        plan_batch(&mut VecSource(log), limits, &pending, &ask).unwrap_or_else(|e| match e {});
+    let sent: Vec<u64> = plan.events.iter().map(|e| e.position).collect();
+    assert_eq!(sent, vec![1, 4, 7, 15, 30, 31]);
+    let items: Vec<u64> = plan.items.iter().map(|i| i.position).collect();
+    assert_eq!(items, sent, "items follow their events");
 }

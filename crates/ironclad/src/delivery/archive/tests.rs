@@ -17,10 +17,17 @@ fn entry(sink: &str, position: u64) -> ArchivedDlqEntry {
         reason: "max_attempts".to_string(),
         archived_unix_ms: 1_700_600_000_000,
         archive_cause: "expired".to_string(),
-        event: position.is_multiple_of(2).then(
-            || serde_json::json!({"stream": "orders-1", "payload": {"total": position, "s": "ü"}}),
-        ),
+        event: position.is_multiple_of(2).then(|| {
+            raw(&format!(
+                r#"{{"stream":"orders-1","payload":{{"total":{position}.50,"big":1e999999,"s":"ü"}}}}"#
+            ))
+        }),
     }
+}
+
+/// An archived event from its JSON text.
+fn raw(text: &str) -> ArchivedEvent {
+    ArchivedEvent(RawValue::from_string(text.to_string()).expect("valid JSON"))
 }
 
 fn corrupt(err: Result<Vec<ArchivedDlqEntry>, ArchiveError>) {
@@ -201,4 +208,84 @@ fn an_unwritable_directory_is_a_typed_error() {
     let err = write_archive(dir.path(), &[entry("s", 1)], 1).unwrap_err();
     assert!(matches!(err, ArchiveError::Io { .. }), "{err}");
     assert!(err.to_string().contains("check free space"));
+}
+
+#[test]
+fn events_read_back_verbatim_and_old_archives_still_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entries: Vec<ArchivedDlqEntry> = (0..4).map(|i| entry("s", i)).collect();
+    let path = write_archive(dir.path(), &entries, 1)
+        .expect("write")
+        .expect("a file");
+    let back = read_archive(&path).expect("read");
+    let text = back[0].event.as_ref().expect("an event").get();
+    assert_eq!(
+        text, r#"{"stream":"orders-1","payload":{"total":0.50,"big":1e999999,"s":"ü"}}"#,
+        "number spelling and key order kept"
+    );
+    // Archives written before events were kept verbatim: `event` re-encoded
+    // through `serde_json::Value`, `null`, or absent.
+    let old = |event: Option<serde_json::Value>| {
+        let mut line = serde_json::to_value(entry("s", 7)).expect("json");
+        let fields = line.as_object_mut().expect("an object");
+        match event {
+            Some(event) => fields.insert("event".into(), event),
+            None => fields.remove("event"),
+        };
+        line.to_string()
+    };
+    let lines = [
+        old(Some(serde_json::json!({"id": "x", "payload": {"a": 2.5}}))),
+        old(Some(serde_json::Value::Null)),
+        old(None),
+    ];
+    let hand = dir.path().join("old.jsonl.gz");
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    writeln!(gz, "{}", lines.join("\n")).expect("write");
+    fs::write(&hand, gz.finish().expect("finish")).expect("write");
+    let back = read_archive(&hand).expect("old archives read");
+    let events: Vec<Option<&str>> = back
+        .iter()
+        .map(|e| e.event.as_ref().map(ArchivedEvent::get))
+        .collect();
+    assert_eq!(
+        events,
+        [Some(r#"{"id":"x","payload":{"a":2.5}}"#), None, None]
+    );
+}
+
+#[test]
+fn line_bytes_are_what_the_file_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entries: Vec<ArchivedDlqEntry> = (0..5).map(|i| entry("s", i)).collect();
+    let want: u64 = entries
+        .iter()
+        .map(|e| entry_line_bytes(e).expect("bytes"))
+        .sum();
+    let path = write_archive(dir.path(), &entries, 1)
+        .expect("write")
+        .expect("a file");
+    let mut text = Vec::new();
+    MultiGzDecoder::new(File::open(&path).expect("open"))
+        .read_to_end(&mut text)
+        .expect("gunzip");
+    assert_eq!(text.len() as u64, want);
+}
+
+#[test]
+fn a_line_reading_would_refuse_is_never_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut big = entry("s", 1);
+    big.last_error = "x".repeat(ARCHIVE_LINE_BYTES_MAX);
+    let err = write_archive(dir.path(), &[entry("s", 0), big], 1).unwrap_err();
+    assert!(matches!(err, ArchiveError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("nothing was archived or deleted"));
+    assert!(
+        list_archives(dir.path()).expect("list").is_empty(),
+        "no archive, and no temporary file left"
+    );
+    let left = fs::read_dir(archive_dir(dir.path()))
+        .expect("readdir")
+        .count();
+    assert_eq!(left, 0);
 }

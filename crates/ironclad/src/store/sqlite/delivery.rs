@@ -376,13 +376,8 @@ fn apply_in_tx(
             }
             Ok(DeliveryApplied::Rows(moved))
         }
-        DeliveryWrite::DlqRemoveArchived { sink_id, positions } => {
-            let mut del =
-                c.prepare_cached("DELETE FROM dlq WHERE sink_id = ?1 AND position = ?2")?;
-            let mut removed: u64 = 0;
-            for p in positions {
-                removed += del.execute(params![sink_id, to_i64(*p)])? as u64;
-            }
+        DeliveryWrite::DlqRemoveArchived { sink_id, rows } => {
+            let removed = remove_archived(c, *sink_id, rows)?;
             c.prepare_cached(
                 "UPDATE sinks SET archived_total = archived_total + ?2, updated_at = ?3
                  WHERE sink_id = ?1",
@@ -402,6 +397,42 @@ fn apply_in_tx(
             set_checkpoints(c, updates, now_us).map(DeliveryApplied::Rows)
         }
     }
+}
+
+/// Runs `stmt` with a dead letter's columns as `?1`..`?9`, in the `dlq`
+/// table's order: the insert and the exact-match delete share them.
+fn execute_with_dlq_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    sink_id: i64,
+    d: &DlqRow,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        sink_id,
+        to_i64(d.position),
+        d.event_id.as_bytes().as_slice(),
+        d.lane,
+        d.attempts,
+        to_i64(d.first_failure_unix_ms),
+        to_i64(d.last_failure_unix_ms),
+        d.last_error,
+        d.reason.as_str()
+    ])
+}
+
+/// Deletes the dead letters of `rows` that still equal them in every
+/// column, so a row re-created at the same position after it was archived
+/// stays. Returns how many were deleted.
+fn remove_archived(c: &Connection, sink_id: i64, rows: &[DlqRow]) -> Result<u64, StoreError> {
+    let mut del = c.prepare_cached(
+        "DELETE FROM dlq WHERE sink_id = ?1 AND position = ?2 AND event_id = ?3 AND lane = ?4
+         AND attempts = ?5 AND first_failure_at = ?6 AND last_failure_at = ?7
+         AND last_error = ?8 AND reason = ?9",
+    )?;
+    let mut removed: u64 = 0;
+    for d in rows {
+        removed += execute_with_dlq_row(&mut del, sink_id, d)? as u64;
+    }
+    Ok(removed)
 }
 
 fn settle(c: &Connection, s: &Settle, now_us: i64) -> Result<(), StoreError> {
@@ -453,17 +484,7 @@ fn settle(c: &Connection, s: &Settle, now_us: i64) -> Result<(), StoreError> {
     )?;
     for d in &s.dead_letters {
         del.execute(params![s.sink_id, to_i64(d.position)])?;
-        dl.execute(params![
-            s.sink_id,
-            to_i64(d.position),
-            d.event_id.as_bytes().as_slice(),
-            d.lane,
-            d.attempts,
-            to_i64(d.first_failure_unix_ms),
-            to_i64(d.last_failure_unix_ms),
-            d.last_error,
-            d.reason.as_str()
-        ])?;
+        execute_with_dlq_row(&mut dl, s.sink_id, d)?;
     }
     Ok(())
 }

@@ -239,9 +239,17 @@ impl Model {
         if let Some(pause) = record.idle_pause_ms {
             assert_eq!(pause, self.idle_pause_ms(now_ms), "idle pause");
         }
-        let due = self.due(now_ms);
+        // Chosen in due-time order across lanes, sent in position order:
+        // every batch's positions strictly increase (docs/webhook.md).
+        let mut due = self.due(now_ms);
+        due.sort_unstable();
         let sent_due = sent(plan, true);
         assert_eq!(sent_due, due, "due rows sent");
+        let positions: Vec<u64> = plan.items.iter().map(|i| i.position).collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "a batch out of position order: {positions:?}"
+        );
         for it in plan.items.iter().filter(|i| i.prior.is_some()) {
             let prior = it.prior.as_ref().map(|r| r.attempts);
             assert_eq!(
