@@ -22,7 +22,7 @@
 //! One worker task ([`Checkpoints::start`]) receives every `sent` and `ack`
 //! over one bounded channel and writes the checkpoints that moved, all in
 //! one transaction through the journal's single writer
-//! (`DeliveryWrite::SetCheckpoints`), at most every `flush_interval` or
+//! (`StateWrite::SetCheckpoints`), at most every `flush_interval` or
 //! after `flush_acks` acknowledgements, whichever comes first. The store
 //! ignores an update that is not ahead of the stored position, so even a
 //! stale write cannot move a checkpoint backwards. Acknowledgements not yet
@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironclad::store::delivery::{CheckpointUpdate, DeliveryWrite, CONSUMER_NAME_BYTES_MAX};
+use ironclad::store::delivery::{CheckpointUpdate, StateWrite, CONSUMER_NAME_BYTES_MAX};
 use ironclad::Journal;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -592,7 +592,7 @@ impl Worker {
         for chunk in updates.chunks(UPDATES_PER_WRITE_MAX) {
             match self
                 .journal
-                .write_delivery(DeliveryWrite::SetCheckpoints(chunk.to_vec()))
+                .write_state(StateWrite::SetCheckpoints(chunk.to_vec()))
                 .await
             {
                 Ok(_) => {

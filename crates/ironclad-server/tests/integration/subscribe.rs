@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use ironclad::store::delivery::{CheckpointUpdate, DeliveryWrite};
+use ironclad::store::delivery::{CheckpointUpdate, StateWrite};
 use ironclad::store::Store;
 use ironclad::{Durability, ExpectedVersion, Journal, JournalConfig, NewEvent};
 use ironclad_server::auth::{Auth, Role};
@@ -386,7 +386,7 @@ async fn checkpoint_moves_only_through_contiguous_acks_and_never_back() {
     assert_eq!((status, body["position"].clone()), (200, json!(3)));
     server
         .journal
-        .write_delivery(DeliveryWrite::SetCheckpoints(vec![CheckpointUpdate {
+        .write_state(StateWrite::SetCheckpoints(vec![CheckpointUpdate {
             consumer: "c2".into(),
             position: 2,
         }]))
@@ -697,7 +697,7 @@ async fn poll_answers_at_once_with_data_and_waits_for_an_append() {
     // A checkpoint stored before the worker knew the consumer still wins.
     server
         .journal
-        .write_delivery(DeliveryWrite::SetCheckpoints(vec![CheckpointUpdate {
+        .write_state(StateWrite::SetCheckpoints(vec![CheckpointUpdate {
             consumer: "old".into(),
             position: 4,
         }]))

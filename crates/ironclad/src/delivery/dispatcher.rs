@@ -38,7 +38,7 @@ use crate::error::ControlError;
 use crate::journal::Journal;
 use crate::metrics as m;
 use crate::model::RecordedEvent;
-use crate::store::delivery::{DeliveryWrite, DlqReason, Settle};
+use crate::store::delivery::{DlqReason, Settle, StateWrite};
 use crate::store::Store;
 
 mod reads;
@@ -499,7 +499,7 @@ impl<S: Store> Driver<S> {
         self.settling = Some(Settling {
             write: tokio::spawn(async move {
                 journal
-                    .write_delivery(DeliveryWrite::Settle(settle))
+                    .write_state(StateWrite::Settle(settle))
                     .await
                     .map(|_| ())
             }),

@@ -32,9 +32,7 @@ use crate::delivery::archive::{
 use crate::error::{ControlError, StoreError};
 use crate::journal::{Journal, LogReader};
 use crate::model::RecordedEvent;
-use crate::store::delivery::{
-    DeliveryApplied, DeliveryWrite, DlqFilter, DlqRow, DlqStats, SinkRow,
-};
+use crate::store::delivery::{DlqFilter, DlqRow, DlqStats, SinkRow, StateApplied, StateWrite};
 use crate::store::Store;
 
 /// Most entries one `list` page returns.
@@ -270,8 +268,8 @@ pub async fn retry<S: Store>(journal: &Journal<S>, filter: &DlqFilter) -> Result
             by_sink.entry(r.sink_id).or_default().push(r.position);
         }
         for (sink_id, positions) in by_sink {
-            if let DeliveryApplied::Rows(n) = journal
-                .write_delivery(DeliveryWrite::DlqRequeue {
+            if let StateApplied::Rows(n) = journal
+                .write_state(StateWrite::DlqRequeue {
                     sink_id,
                     positions,
                     now_unix_ms: unix_ms(),
@@ -385,8 +383,8 @@ pub async fn remove_archived<S: Store>(
     }
     let mut removed = 0;
     for (sink_id, rows) in by_sink {
-        if let DeliveryApplied::Rows(n) = journal
-            .write_delivery(DeliveryWrite::DlqRemoveArchived { sink_id, rows })
+        if let StateApplied::Rows(n) = journal
+            .write_state(StateWrite::DlqRemoveArchived { sink_id, rows })
             .await?
         {
             removed += n;

@@ -31,7 +31,7 @@ use crate::delivery::sinks::log::LogSink;
 use crate::delivery::status::{sink_statuses, SinkStatus};
 use crate::error::{ControlError, StoreError};
 use crate::journal::Journal;
-use crate::store::delivery::{DeliveryApplied, DeliveryWrite, DlqFilter};
+use crate::store::delivery::{DlqFilter, StateApplied, StateWrite};
 use crate::store::Store;
 
 /// The engine could not start.
@@ -190,11 +190,11 @@ impl<S: Store> DeliveryEngine<S> {
                     message: e.to_string(),
                 })?;
             let sink_id = match journal
-                .write_delivery(DeliveryWrite::RegisterSink { name: name.clone() })
+                .write_state(StateWrite::RegisterSink { name: name.clone() })
                 .await?
             {
-                DeliveryApplied::Sink(id) => id,
-                DeliveryApplied::Rows(_) => {
+                StateApplied::Sink(id) => id,
+                StateApplied::Rows(_) => {
                     return Err(StartError::Store(StoreError::Corrupt(
                         "registering a sink returned no id".into(),
                     )))
@@ -310,7 +310,7 @@ impl<S: Store> DeliveryEngine<S> {
             CircuitAction::Close | CircuitAction::Reset => None,
         };
         self.journal
-            .write_delivery(DeliveryWrite::SetCircuitOverride {
+            .write_state(StateWrite::SetCircuitOverride {
                 sink_id: rt.sink_id,
                 value: persisted,
             })

@@ -27,7 +27,7 @@ use crate::error::{AppendError, ControlError, OpenError};
 use crate::lockfile::DataDirLock;
 use crate::metrics as m;
 use crate::model::{AppendResult, ExpectedVersion, NewEvent};
-use crate::store::delivery::{DeliveryApplied, DeliveryWrite};
+use crate::store::delivery::{StateApplied, StateWrite};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{PreparedAppend, Store};
 use crate::validate::{append_bytes, compact_json, validate_append, ValidationError};
@@ -344,13 +344,15 @@ impl<S: Store> Journal<S> {
         .await
     }
 
-    /// Applies one change to delivery state through the single writer, after
+    /// Applies one change to the state kept beside the log (delivery
+    /// progress, dead letters, circuit overrides, consumer checkpoints)
+    /// through the single writer, after
     /// everything queued before it has committed. Used by the delivery engine
     /// and by DLQ operations; a store backend never sees two writers.
     /// Cancel-safe in the sense that dropping the future does not undo the
     /// write: it may still be applied.
-    pub async fn write_delivery(&self, op: DeliveryWrite) -> Result<DeliveryApplied, ControlError> {
-        self.control(|reply| Control::Delivery {
+    pub async fn write_state(&self, op: StateWrite) -> Result<StateApplied, ControlError> {
+        self.control(|reply| Control::State {
             op: Box::new(op),
             reply,
         })

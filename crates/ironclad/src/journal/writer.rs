@@ -25,7 +25,7 @@ use crate::emergency::{self, DumpRecord, RejectReason, Rejection};
 use crate::error::{AppendError, ControlError, StoreError};
 use crate::metrics as m;
 use crate::model::{AppendResult, AppendStatus};
-use crate::store::delivery::{DeliveryApplied, DeliveryWrite};
+use crate::store::delivery::{StateApplied, StateWrite};
 use crate::store::{AppendRejection, PreparedAppend, StoreWriter};
 
 /// An append waiting in the queue. Its permits return queue capacity when it
@@ -86,12 +86,12 @@ pub(crate) enum Control {
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
     WalCheckpoint(oneshot::Sender<Result<(), ControlError>>),
-    /// A change to delivery state, applied in its own transaction after the
-    /// appends queued before it commit (so a settle never precedes the
-    /// events it covers).
-    Delivery {
-        op: Box<DeliveryWrite>,
-        reply: oneshot::Sender<Result<DeliveryApplied, ControlError>>,
+    /// A change to the state beside the log, applied in its own transaction
+    /// after the appends queued before it commit (so a settle never
+    /// precedes the events it covers).
+    State {
+        op: Box<StateWrite>,
+        reply: oneshot::Sender<Result<StateApplied, ControlError>>,
     },
     /// Answered through the journal's exit watch (see [`Exit`]), so that
     /// every shutdown caller, including one that retries after a deadline,
@@ -278,9 +278,9 @@ pub(crate) fn run<W: StoreWriter>(
                 };
                 let _ = reply.send(result);
             }
-            Some(Control::Delivery { op, reply }) => {
+            Some(Control::State { op, reply }) => {
                 let result = writer
-                    .apply_delivery(&op, crate::clock::now_us())
+                    .apply_state(&op, crate::clock::now_us())
                     .map_err(ControlError::from);
                 let _ = reply.send(result);
             }
@@ -311,7 +311,7 @@ fn shut_down<W: StoreWriter>(
                 Command::Control(Control::Flush { reply: r, .. } | Control::WalCheckpoint(r)) => {
                     let _ = r.send(Err(ControlError::ShutDown));
                 }
-                Command::Control(Control::Delivery { reply, .. }) => {
+                Command::Control(Control::State { reply, .. }) => {
                     let _ = reply.send(Err(ControlError::ShutDown));
                 }
                 Command::Control(Control::Shutdown) => {}

@@ -5,7 +5,7 @@
 //! transaction.
 //!
 //! Named subscription consumers (SPEC §6) have one monotonic checkpoint
-//! each ([`ConsumerRow`], written with [`DeliveryWrite::SetCheckpoints`]),
+//! each ([`ConsumerRow`], written with [`StateWrite::SetCheckpoints`]),
 //! written here because it goes through the same single writer.
 
 pub use ironclad_core::consumer::{CheckpointUpdate, ConsumerRow, CONSUMER_NAME_BYTES_MAX};
@@ -13,14 +13,16 @@ pub use ironclad_core::delivery::state::{
     DlqFilter, DlqReason, DlqRow, DlqStats, RetryRow, RetryStats, Settle, SinkRow, StreamBacklog,
 };
 
-/// Largest number of rows one delivery write may touch, so a single
+/// Largest number of rows one state write may touch, so a single
 /// transaction stays short whatever the caller asks.
-pub const DELIVERY_WRITE_ROWS_MAX: usize = 100_000;
+pub const STATE_WRITE_ROWS_MAX: usize = 100_000;
 
-/// A change to delivery state. Applied by the journal's single writer, each
-/// in its own transaction.
+/// A change to the state the store keeps beside the log: sink progress,
+/// dead letters, circuit overrides and consumer checkpoints (hence not a
+/// "delivery" write: consumers are not delivery). Applied by the journal's
+/// single writer, each in its own transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryWrite {
+pub enum StateWrite {
     /// Creates the sink's row if missing (cursor 0).
     RegisterSink {
         /// The configured name.
@@ -62,23 +64,23 @@ pub enum DeliveryWrite {
     SetCheckpoints(Vec<CheckpointUpdate>),
 }
 
-impl DeliveryWrite {
+impl StateWrite {
     /// Rows the operation touches at most; the writer refuses more than
-    /// [`DELIVERY_WRITE_ROWS_MAX`].
+    /// [`STATE_WRITE_ROWS_MAX`].
     pub fn rows(&self) -> usize {
         match self {
-            DeliveryWrite::RegisterSink { .. } | DeliveryWrite::SetCircuitOverride { .. } => 1,
-            DeliveryWrite::Settle(s) => s.rows(),
-            DeliveryWrite::DlqRequeue { positions, .. } => positions.len(),
-            DeliveryWrite::DlqRemoveArchived { rows, .. } => rows.len(),
-            DeliveryWrite::SetCheckpoints(updates) => updates.len(),
+            StateWrite::RegisterSink { .. } | StateWrite::SetCircuitOverride { .. } => 1,
+            StateWrite::Settle(s) => s.rows(),
+            StateWrite::DlqRequeue { positions, .. } => positions.len(),
+            StateWrite::DlqRemoveArchived { rows, .. } => rows.len(),
+            StateWrite::SetCheckpoints(updates) => updates.len(),
         }
     }
 }
 
-/// What a [`DeliveryWrite`] did.
+/// What a [`StateWrite`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryApplied {
+pub enum StateApplied {
     /// `RegisterSink`: the sink's id.
     Sink(i64),
     /// Rows changed (`DlqRequeue`, `DlqRemoveArchived`, `SetCheckpoints`:

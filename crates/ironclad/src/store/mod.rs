@@ -10,8 +10,8 @@ pub mod sqlite;
 use crate::error::StoreError;
 use crate::model::{LedgerHead, RecordedEvent, StreamHead};
 use crate::store::delivery::{
-    ConsumerRow, DeliveryApplied, DeliveryWrite, DlqFilter, DlqRow, DlqStats, RetryRow, RetryStats,
-    SinkRow, StreamBacklog,
+    ConsumerRow, DlqFilter, DlqRow, DlqStats, RetryRow, RetryStats, SinkRow, StateApplied,
+    StateWrite, StreamBacklog,
 };
 
 pub use ironclad_core::idempotency::{AppendOutcome, AppendRejection, PreparedAppend};
@@ -106,9 +106,5 @@ pub trait StoreWriter: Send + 'static {
     fn wal_checkpoint(&mut self) -> Result<(), StoreError>;
 
     /// Applies one change to delivery state in its own durable transaction.
-    fn apply_delivery(
-        &mut self,
-        op: &DeliveryWrite,
-        now_us: i64,
-    ) -> Result<DeliveryApplied, StoreError>;
+    fn apply_state(&mut self, op: &StateWrite, now_us: i64) -> Result<StateApplied, StoreError>;
 }

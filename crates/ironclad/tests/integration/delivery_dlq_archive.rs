@@ -26,9 +26,7 @@ use ironclad::delivery::archive::{
 };
 use ironclad::delivery::dlq::{self, ArchiveCause, DlqError};
 use ironclad::delivery::routes::{RouteSpec, Routes};
-use ironclad::store::delivery::{
-    DeliveryApplied, DeliveryWrite, DlqFilter, DlqReason, DlqRow, Settle,
-};
+use ironclad::store::delivery::{DlqFilter, DlqReason, DlqRow, Settle, StateApplied, StateWrite};
 use ironclad::store::Store;
 use ironclad::{Journal, NewEvent, RecordedEvent};
 use tempfile::TempDir;
@@ -53,10 +51,10 @@ impl Dlq {
         let tmp = common::tempdir();
         let dir = common::data_dir(&tmp);
         let journal = common::open(common::fast_config(&dir));
-        let register = DeliveryWrite::RegisterSink {
+        let register = StateWrite::RegisterSink {
             name: h::SINK.into(),
         };
-        let Ok(DeliveryApplied::Sink(sink_id)) = journal.write_delivery(register).await else {
+        let Ok(StateApplied::Sink(sink_id)) = journal.write_state(register).await else {
             panic!("registering returns the sink id");
         };
         for p in payloads {
@@ -73,7 +71,7 @@ impl Dlq {
             ..Settle::default()
         };
         journal
-            .write_delivery(DeliveryWrite::Settle(settle))
+            .write_state(StateWrite::Settle(settle))
             .await
             .expect("dead-letter");
         let routes = Routes::compile(&[RouteSpec {
@@ -212,12 +210,12 @@ async fn a_dead_letter_recreated_after_archiving_is_kept() {
     assert_eq!(chunk.rows, archived_rows);
     // Meanwhile: position 1 is retried and fails again, a new dead letter.
     let first = common::read_everything(&env.journal.reader()).remove(0);
-    let requeue = DeliveryWrite::DlqRequeue {
+    let requeue = StateWrite::DlqRequeue {
         sink_id: env.sink_id,
         positions: vec![first.position],
         now_unix_ms: now_ms(),
     };
-    env.journal.write_delivery(requeue).await.expect("requeue");
+    env.journal.write_state(requeue).await.expect("requeue");
     let again = dead(env.sink_id, &first, 3, now_ms());
     let settle = Settle {
         sink_id: env.sink_id,
@@ -226,7 +224,7 @@ async fn a_dead_letter_recreated_after_archiving_is_kept() {
         ..Settle::default()
     };
     env.journal
-        .write_delivery(DeliveryWrite::Settle(settle))
+        .write_state(StateWrite::Settle(settle))
         .await
         .expect("dead again");
 

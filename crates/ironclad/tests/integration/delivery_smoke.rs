@@ -90,30 +90,27 @@ sink = "hook"
 /// asks: a settle that would is an error and changes nothing.
 #[tokio::test]
 async fn the_store_refuses_a_backwards_cursor() {
-    use ironclad::store::delivery::{DeliveryApplied, DeliveryWrite, Settle};
+    use ironclad::store::delivery::{Settle, StateApplied, StateWrite};
     use ironclad::store::Store;
     let tmp = common::tempdir();
     let journal = common::open(common::fast_config(&common::data_dir(&tmp)));
-    let DeliveryApplied::Sink(sink_id) = journal
-        .write_delivery(DeliveryWrite::RegisterSink { name: "s".into() })
+    let StateApplied::Sink(sink_id) = journal
+        .write_state(StateWrite::RegisterSink { name: "s".into() })
         .await
         .expect("register")
     else {
         panic!("registering returns the sink id");
     };
     let settle = |to: u64, delivered: u64| {
-        DeliveryWrite::Settle(Settle {
+        StateWrite::Settle(Settle {
             sink_id,
             cursor_to: Some(to),
             delivered,
             ..Settle::default()
         })
     };
-    journal
-        .write_delivery(settle(10, 3))
-        .await
-        .expect("forward");
-    let err = journal.write_delivery(settle(5, 1)).await;
+    journal.write_state(settle(10, 3)).await.expect("forward");
+    let err = journal.write_state(settle(5, 1)).await;
     assert!(err.is_err(), "a backwards cursor must be refused: {err:?}");
     let row = journal.store().sinks().expect("sinks").remove(0);
     assert_eq!((row.cursor_position, row.delivered_total), (10, 3));

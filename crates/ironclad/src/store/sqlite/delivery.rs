@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::store::delivery::{
-    CheckpointUpdate, ConsumerRow, DeliveryApplied, DeliveryWrite, DlqFilter, DlqReason, DlqRow,
-    DlqStats, RetryRow, RetryStats, Settle, SinkRow, StreamBacklog, DELIVERY_WRITE_ROWS_MAX,
+    CheckpointUpdate, ConsumerRow, DlqFilter, DlqReason, DlqRow, DlqStats, RetryRow, RetryStats,
+    Settle, SinkRow, StateApplied, StateWrite, StreamBacklog, STATE_WRITE_ROWS_MAX,
 };
 
 use super::rows::{collect, limit, to_i64};
@@ -302,12 +302,12 @@ fn set_checkpoints(
 /// Applies one delivery write in its own transaction.
 pub(crate) fn apply(
     c: &Connection,
-    op: &DeliveryWrite,
+    op: &StateWrite,
     now_us: i64,
-) -> Result<DeliveryApplied, StoreError> {
-    if op.rows() > DELIVERY_WRITE_ROWS_MAX {
+) -> Result<StateApplied, StoreError> {
+    if op.rows() > STATE_WRITE_ROWS_MAX {
         return Err(StoreError::Corrupt(format!(
-            "a delivery write touching {} rows exceeds the limit of {DELIVERY_WRITE_ROWS_MAX}; split it",
+            "a delivery write touching {} rows exceeds the limit of {STATE_WRITE_ROWS_MAX}; split it",
             op.rows()
         )));
     }
@@ -336,13 +336,9 @@ fn rollback_if_open(c: &Connection) {
     }
 }
 
-fn apply_in_tx(
-    c: &Connection,
-    op: &DeliveryWrite,
-    now_us: i64,
-) -> Result<DeliveryApplied, StoreError> {
+fn apply_in_tx(c: &Connection, op: &StateWrite, now_us: i64) -> Result<StateApplied, StoreError> {
     match op {
-        DeliveryWrite::RegisterSink { name } => {
+        StateWrite::RegisterSink { name } => {
             c.prepare_cached(
                 "INSERT INTO sinks (name, updated_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
             )?
@@ -350,10 +346,10 @@ fn apply_in_tx(
             let id: i64 = c
                 .prepare_cached("SELECT sink_id FROM sinks WHERE name = ?1")?
                 .query_row([name], |r| r.get(0))?;
-            Ok(DeliveryApplied::Sink(id))
+            Ok(StateApplied::Sink(id))
         }
-        DeliveryWrite::Settle(s) => settle(c, s, now_us).map(|()| DeliveryApplied::Rows(1)),
-        DeliveryWrite::DlqRequeue {
+        StateWrite::Settle(s) => settle(c, s, now_us).map(|()| StateApplied::Rows(1)),
+        StateWrite::DlqRequeue {
             sink_id,
             positions,
             now_unix_ms,
@@ -374,27 +370,27 @@ fn apply_in_tx(
                     moved += 1;
                 }
             }
-            Ok(DeliveryApplied::Rows(moved))
+            Ok(StateApplied::Rows(moved))
         }
-        DeliveryWrite::DlqRemoveArchived { sink_id, rows } => {
+        StateWrite::DlqRemoveArchived { sink_id, rows } => {
             let removed = remove_archived(c, *sink_id, rows)?;
             c.prepare_cached(
                 "UPDATE sinks SET archived_total = archived_total + ?2, updated_at = ?3
                  WHERE sink_id = ?1",
             )?
             .execute(params![sink_id, to_i64(removed), now_us])?;
-            Ok(DeliveryApplied::Rows(removed))
+            Ok(StateApplied::Rows(removed))
         }
-        DeliveryWrite::SetCircuitOverride { sink_id, value } => {
+        StateWrite::SetCircuitOverride { sink_id, value } => {
             let n = c
                 .prepare_cached(
                     "UPDATE sinks SET circuit_override = ?2, updated_at = ?3 WHERE sink_id = ?1",
                 )?
                 .execute(params![sink_id, value, now_us])?;
-            Ok(DeliveryApplied::Rows(n as u64))
+            Ok(StateApplied::Rows(n as u64))
         }
-        DeliveryWrite::SetCheckpoints(updates) => {
-            set_checkpoints(c, updates, now_us).map(DeliveryApplied::Rows)
+        StateWrite::SetCheckpoints(updates) => {
+            set_checkpoints(c, updates, now_us).map(StateApplied::Rows)
         }
     }
 }

@@ -358,7 +358,7 @@ fn v2_delivery_schema(c: &Connection) -> Result<(), StoreError> {
 
 /// Step 3: named consumer checkpoints (SPEC §6 subscriptions). One row per
 /// consumer; the writer only ever moves `position` forward
-/// (`DeliveryWrite::SetCheckpoints`). `updated_at` is µs since the epoch.
+/// (`StateWrite::SetCheckpoints`). `updated_at` is µs since the epoch.
 fn v3_consumer_checkpoints(c: &Connection) -> Result<(), StoreError> {
     c.execute_batch(
         "CREATE TABLE consumers (

@@ -427,11 +427,11 @@ impl StoreWriter for SqliteWriter {
         Ok(())
     }
 
-    fn apply_delivery(
+    fn apply_state(
         &mut self,
-        op: &crate::store::delivery::DeliveryWrite,
+        op: &crate::store::delivery::StateWrite,
         now_us: i64,
-    ) -> Result<crate::store::delivery::DeliveryApplied, StoreError> {
+    ) -> Result<crate::store::delivery::StateApplied, StoreError> {
         super::delivery::apply(&self.conn, op, now_us)
     }
 }

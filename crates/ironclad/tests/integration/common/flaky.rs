@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ironclad::store::delivery::{
-    ConsumerRow, DeliveryApplied, DeliveryWrite, DlqFilter, DlqRow, DlqStats, RetryRow, RetryStats,
-    SinkRow, StreamBacklog,
+    ConsumerRow, DlqFilter, DlqRow, DlqStats, RetryRow, RetryStats, SinkRow, StateApplied,
+    StateWrite, StreamBacklog,
 };
 use ironclad::store::sqlite::{SqliteStore, SqliteWriter};
 use ironclad::store::{AppendOutcome, PreparedAppend, Store, StoreWriter};
@@ -60,18 +60,14 @@ impl StoreWriter for FlakyWriter {
 
     /// Delivery writes fail while `fail` is set (not counted by `fail_next`,
     /// which schedules append commits only).
-    fn apply_delivery(
-        &mut self,
-        op: &DeliveryWrite,
-        now_us: i64,
-    ) -> Result<DeliveryApplied, StoreError> {
+    fn apply_state(&mut self, op: &StateWrite, now_us: i64) -> Result<StateApplied, StoreError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Io {
                 path: "injected".into(),
                 source: std::io::Error::other("injected: disk I/O error"),
             });
         }
-        self.inner.apply_delivery(op, now_us)
+        self.inner.apply_state(op, now_us)
     }
 }
 

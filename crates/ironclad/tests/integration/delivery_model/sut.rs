@@ -20,7 +20,7 @@ use ironclad::delivery::routes::Routes;
 use ironclad::delivery::sink::SinkResponse;
 use ironclad::delivery::turn::{idle_pause_ms, Call, Mirror};
 use ironclad::model::Op;
-use ironclad::store::delivery::{DeliveryApplied, DeliveryWrite, DlqFilter, Settle};
+use ironclad::store::delivery::{DlqFilter, Settle, StateApplied, StateWrite};
 use ironclad::store::sqlite::{SqliteOptions, SqliteStore};
 use ironclad::store::{PreparedAppend, Store, StoreWriter};
 use ironclad::{ExpectedVersion, NewEvent};
@@ -81,8 +81,8 @@ impl Sut {
             gate: Arc::default(),
         });
         let mut writer = store.open_writer().expect("writer");
-        let register = DeliveryWrite::RegisterSink { name: SINK.into() };
-        let Ok(DeliveryApplied::Sink(sink_id)) = writer.apply_delivery(&register, 0) else {
+        let register = StateWrite::RegisterSink { name: SINK.into() };
+        let Ok(StateApplied::Sink(sink_id)) = writer.apply_state(&register, 0) else {
             panic!("cannot register the sink");
         };
         Sut {
@@ -136,12 +136,12 @@ impl Sut {
     /// is asked to reload, as the engine does. Returns the positions moved.
     pub fn requeue(&mut self, now_ms: u64) -> Vec<u64> {
         let positions = self.dead_letters();
-        let op = DeliveryWrite::DlqRequeue {
+        let op = StateWrite::DlqRequeue {
             sink_id: self.sink_id,
             positions: positions.clone(),
             now_unix_ms: now_ms,
         };
-        self.writer.apply_delivery(&op, 0).expect("requeue");
+        self.writer.apply_state(&op, 0).expect("requeue");
         self.mirror = None;
         positions
     }
@@ -209,9 +209,7 @@ impl Sut {
         plan.complete_settle(&mut settle, mirror.cursor);
         mirror.apply(&settle);
         self.store.fail.store(settle_fails, Ordering::SeqCst);
-        let written = self
-            .writer
-            .apply_delivery(&DeliveryWrite::Settle(settle), 0);
+        let written = self.writer.apply_state(&StateWrite::Settle(settle), 0);
         self.store.fail.store(false, Ordering::SeqCst);
         record.committed = written.is_ok();
         // A failed settle leaves the mirror stale: drop it, as `run` does.
