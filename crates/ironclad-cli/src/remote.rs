@@ -1040,6 +1040,7 @@ fn mismatch_kind(s: &str) -> Option<MismatchKind> {
         "stream_head" => MismatchKind::StreamHead,
         "head_missing" => MismatchKind::HeadMissing,
         "head_mismatch" => MismatchKind::HeadMismatch,
+        "column_type" => MismatchKind::ColumnType,
         _ => return None,
     })
 }

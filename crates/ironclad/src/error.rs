@@ -33,6 +33,39 @@ pub enum StoreError {
     /// A stored row cannot be decoded: the database is damaged or was edited.
     #[error("corrupt row: {0}; run `ironclad ledger verify` to locate the damage")]
     Corrupt(String),
+    /// An event's column holds another storage type than Ironclad writes.
+    #[error(transparent)]
+    ColumnType(Box<ColumnTypeError>),
+}
+
+/// An event row whose column holds a value of another SQLite storage class
+/// than Ironclad writes there (say a TEXT payload rewritten as a BLOB).
+/// Ironclad never writes such a row, so it was edited outside Ironclad;
+/// `ledger verify` reports it as a `column_type` mismatch at this event.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("event at position {position}{at}: column `{column}` holds {found}, but Ironclad stores {expected} there, so the row was edited outside Ironclad; run `ironclad ledger verify` to locate the damage", at = stream_version(.stream.as_deref(), *.version))]
+pub struct ColumnTypeError {
+    /// The event's position.
+    pub position: u64,
+    /// Its stream, when that column decoded.
+    pub stream: Option<String>,
+    /// Its version, when that column decoded.
+    pub version: Option<u64>,
+    /// The column.
+    pub column: &'static str,
+    /// The storage class Ironclad writes there (`TEXT`, `BLOB`, `INTEGER`).
+    pub expected: &'static str,
+    /// The storage class found (`NULL`, `INTEGER`, `REAL`, `TEXT`, `BLOB`).
+    pub found: &'static str,
+}
+
+/// " (stream "s" version v)" for what of an event's identity is known.
+fn stream_version(stream: Option<&str>, version: Option<u64>) -> String {
+    match (stream, version) {
+        (Some(s), Some(v)) => format!(" (stream {s:?} version {v})"),
+        (Some(s), None) => format!(" (stream {s:?})"),
+        _ => String::new(),
+    }
 }
 
 /// What an operator should check for the SQLite errors that mean the
@@ -209,13 +242,34 @@ pub enum VerifyError {
     Mismatch(Box<LedgerMismatch>),
     /// Reading failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The stream name is invalid.
     #[error("invalid stream: {0}")]
     Invalid(#[from] ValidationError),
     /// The options cannot be combined.
     #[error("{0}")]
     Usage(String),
+}
+
+/// A row whose column holds the wrong storage class is a finding of the
+/// verification, reported at its event like any other mismatch, not a
+/// failure to read.
+impl From<StoreError> for VerifyError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ColumnType(c) => {
+                VerifyError::Mismatch(Box::new(crate::ledger::column_type_mismatch(
+                    c.stream.as_deref(),
+                    c.version,
+                    c.position,
+                    c.column,
+                    c.expected,
+                    c.found,
+                )))
+            }
+            other => VerifyError::Store(other),
+        }
+    }
 }
 
 /// `Journal::replay_dump` stopped. Records before `record` were appended

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::JournalConfig;
-use crate::error::{MigrateError, OpenError, ReadError, VerifyError};
+use crate::error::{MigrateError, OpenError, ReadError, StoreError, VerifyError};
 use crate::ledger::{check_against_head, ChainVerifier, LedgerMismatch, MismatchKind};
 use crate::model::{LedgerHead, RecordedEvent, StreamHead, ZERO_HASH};
 use crate::store::sqlite::{
@@ -167,10 +167,7 @@ impl<S: Store> LogReader<S> {
         };
         let mut next = 1u64;
         loop {
-            let page = match &opts.stream {
-                Some(s) => self.store.read_stream(s, next, VERIFY_PAGE_EVENTS)?,
-                None => self.store.read_all(next, VERIFY_PAGE_EVENTS)?,
-            };
+            let page = self.verify_page(&mut verifier, opts.stream.as_deref(), next)?;
             let Some(last) = page.last() else { break };
             next = match &opts.stream {
                 Some(_) => last.version + 1,
@@ -205,6 +202,38 @@ impl<S: Store> LogReader<S> {
 }
 
 impl<S: Store> LogReader<S> {
+    /// The page of events from `next` (a position, or with `stream` a
+    /// version) on. If a row in it has a column of the wrong storage class,
+    /// the events before that row are checked first, so that the mismatch
+    /// returned is still the first one in the chain.
+    fn verify_page(
+        &self,
+        verifier: &mut ChainVerifier,
+        stream: Option<&str>,
+        next: u64,
+    ) -> Result<Vec<RecordedEvent>, VerifyError> {
+        let read = |from, limit| match stream {
+            Some(s) => self.store.read_stream(s, from, limit),
+            None => self.store.read_all(from, limit),
+        };
+        match read(next, VERIFY_PAGE_EVENTS) {
+            Err(StoreError::ColumnType(bad)) => {
+                let at = match stream {
+                    Some(_) => bad.version.unwrap_or(next),
+                    None => bad.position,
+                };
+                let before = usize::try_from(at.saturating_sub(next)).unwrap_or(0);
+                for ev in &read(next, before)? {
+                    verifier
+                        .check(ev)
+                        .map_err(|m| VerifyError::Mismatch(Box::new(m)))?;
+                }
+                Err(StoreError::ColumnType(bad).into())
+            }
+            page => Ok(page?),
+        }
+    }
+
     /// A head row ahead of the verified chain is legitimate only if appends
     /// landed after the events were read, in which case the event it names
     /// exists and carries its hash (it is verified next time). A head left
@@ -296,7 +325,7 @@ impl From<ReadError> for VerifyError {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::Invalid(v) => VerifyError::Invalid(v),
-            ReadError::Store(s) => VerifyError::Store(s),
+            ReadError::Store(s) => s.into(),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! head (`HeadMissing`); `INSERT OR REPLACE` is blocked on connections with
 //! recursive triggers and caught by the hashes otherwise; a rewritten
 //! tail that chains perfectly still fails against the exported head
-//! (`HeadMismatch`). Edits are made with a separate rusqlite connection to
+//! (`HeadMismatch`); a payload whose stored type was changed from TEXT to
+//! BLOB is reported at that event (`ColumnType`), not as a SQLite type error. Edits are made with a separate rusqlite connection to
 //! the closed journal's file, as an attacker with file access would.
 
 use crate::common;
@@ -358,4 +359,97 @@ async fn insert_or_replace_is_blocked_with_recursive_triggers_and_caught_without
     let m = mismatch(verify(&dir, None));
     assert_eq!(m.kind, MismatchKind::EventHash, "{m}");
     assert_eq!((m.position, m.version), (victim.position, victim.version));
+}
+
+/// A payload rewritten as a BLOB with the same bytes still hashes the same,
+/// but Ironclad never writes one: verify must name the event, after
+/// checking the events before it, and a plain read must say what is wrong.
+#[tokio::test]
+async fn payload_stored_as_blob_is_reported_at_that_event() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let events = populate(&dir).await;
+    let target = events
+        .iter()
+        .find(|e| e.stream == "audit" && e.version == 4)
+        .expect("target event")
+        .clone();
+    let conn = common::raw_connection(&dir);
+    conn.execute_batch("DROP TRIGGER events_append_only_update")
+        .unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE events SET payload = CAST(payload AS BLOB) WHERE position = ?1",
+            [target.position as i64],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let stored: String = conn
+        .query_row(
+            "SELECT typeof(payload) FROM events WHERE position = ?1",
+            [target.position as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, "blob");
+    drop(conn);
+
+    let m = mismatch(verify(&dir, None));
+    assert_eq!(m.kind, MismatchKind::ColumnType, "{m}");
+    assert_eq!(
+        (m.stream.as_str(), m.version, m.position),
+        (target.stream.as_str(), target.version, target.position)
+    );
+    assert_eq!(m.expected, "payload stored as TEXT");
+    assert_eq!(m.actual, "payload stored as BLOB");
+
+    let reader = ironclad::LogReader::open_sqlite(&common::config(&dir)).unwrap();
+    let only = VerifyOptions {
+        stream: Some(target.stream.clone()),
+        against: None,
+    };
+    let m = mismatch(reader.verify(&only, &mut |_| {}));
+    assert_eq!(
+        (m.kind, m.version, m.position),
+        (MismatchKind::ColumnType, target.version, target.position)
+    );
+    let err = reader
+        .read(&target.stream, 1, 100)
+        .expect_err("the edited row does not decode");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("position {}", target.position))
+            && text.contains("`payload` holds BLOB"),
+        "{text}"
+    );
+}
+
+/// An edit before a BLOB payload is still the first mismatch reported,
+/// even when both fall in one page of the verification.
+#[tokio::test]
+async fn an_earlier_edit_is_reported_before_a_blob_payload() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let events = populate(&dir).await;
+    let (edited, blob) = (&events[5], &events[20]);
+    let conn = common::raw_connection(&dir);
+    conn.execute_batch("DROP TRIGGER events_append_only_update")
+        .unwrap();
+    conn.execute(
+        "UPDATE events SET payload = '{\"forged\":true}' WHERE position = ?1",
+        [edited.position as i64],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE events SET payload = CAST(payload AS BLOB) WHERE position = ?1",
+        [blob.position as i64],
+    )
+    .unwrap();
+    drop(conn);
+    let m = mismatch(verify(&dir, None));
+    assert_eq!(
+        (m.kind, m.position),
+        (MismatchKind::EventHash, edited.position),
+        "{m}"
+    );
 }
