@@ -36,6 +36,35 @@ pub enum StoreError {
     /// An event's column holds another storage type than Ironclad writes.
     #[error(transparent)]
     ColumnType(Box<ColumnTypeError>),
+    /// SQLite found the database file damaged (`SQLITE_CORRUPT`,
+    /// `SQLITE_NOTADB`, or a failed integrity check at open).
+    #[error(transparent)]
+    CorruptDatabase(CorruptDatabase),
+    /// The database file exists but is empty: what it held is gone.
+    #[error("database file {path} is empty (0 bytes): the events it held are gone (the file was truncated, or the disk lost it), and Ironclad will not create an empty journal over it; restore the data directory from a backup, or, if it never held events, delete the file to start a new journal")]
+    EmptyDatabaseFile {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The database file exists but holds no Ironclad journal.
+    #[error("{path} is not an Ironclad database ({found}), and Ironclad will not create a journal over it: if this is your data directory, its database was replaced or damaged, so restore it from a backup; otherwise point --data-dir at another directory")]
+    NotIronclad {
+        /// The database file.
+        path: PathBuf,
+        /// What the file holds instead.
+        found: String,
+    },
+}
+
+/// A damaged database file, named with what to do. Ironclad refuses to open
+/// one, and [`crate::LogReader::health`] reports one found while running.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("database file {path} is damaged ({detail}), so Ironclad will not serve it: stop every process using it, keep a copy of the data directory, and restore it from a backup (`sqlite3 {path} .recover` may salvage rows into a new file)")]
+pub struct CorruptDatabase {
+    /// The database file.
+    pub path: PathBuf,
+    /// What SQLite reported.
+    pub detail: String,
 }
 
 /// An event row whose column holds a value of another SQLite storage class

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::JournalConfig;
-use crate::error::{MigrateError, OpenError, ReadError, StoreError, VerifyError};
+use crate::error::{CorruptDatabase, MigrateError, OpenError, ReadError, StoreError, VerifyError};
 use crate::ledger::{check_against_head, ChainVerifier, LedgerMismatch, MismatchKind};
 use crate::model::{LedgerHead, RecordedEvent, StreamHead, ZERO_HASH};
 use crate::store::sqlite::{
-    open_connection, schema_status, SqliteOptions, SqliteStore, SCHEMA_VERSION,
+    check_schema, inspect_file, name_damage, open_connection, schema_status, FileState,
+    SqliteOptions, SqliteStore, SCHEMA_VERSION,
 };
 use crate::store::Store;
 use crate::validate::{validate_stream_name, Limits};
@@ -60,16 +61,21 @@ impl<S: Store> Clone for LogReader<S> {
 impl LogReader<SqliteStore> {
     /// Opens a data directory for reading only: no lock, no writer, no
     /// migration. A database at another schema version is refused (run
-    /// `ironclad migrate` with the writer stopped).
+    /// `ironclad migrate` with the writer stopped), and so is a file that
+    /// is empty or holds no Ironclad schema. Only the header and the schema
+    /// are checked here, not every page (that is the writer's open): damage
+    /// met by a read fails it with `StoreError::CorruptDatabase`.
     pub fn open_sqlite(config: &JournalConfig) -> Result<Self, OpenError> {
         let opts = SqliteOptions::from_config(config);
-        if !opts.path.exists() {
+        if inspect_file(&opts.path)? == FileState::Missing {
             return Err(OpenError::NoDatabase {
                 data_dir: config.data_dir.clone(),
             });
         }
-        let conn = open_connection(&opts, true)?;
-        let status = schema_status(&conn)?;
+        let named = |e| name_damage(e, &opts.path);
+        let conn = open_connection(&opts, true).map_err(named)?;
+        check_schema(&conn, &opts.path).map_err(named)?;
+        let status = schema_status(&conn).map_err(named)?;
         if status.db_version > SCHEMA_VERSION {
             return Err(MigrateError::DatabaseNewer {
                 db_version: status.db_version,
@@ -100,6 +106,14 @@ impl<S: Store> LogReader<S> {
     /// The underlying store.
     pub fn store(&self) -> &Arc<S> {
         &self.store
+    }
+
+    /// `Err` naming the file and what to do once a read or a write has
+    /// found the database damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`); it
+    /// stays `Err` until the journal is reopened. For readiness probes
+    /// (`Journal` derefs here): cheap, never blocks, changes nothing.
+    pub fn health(&self) -> Result<(), CorruptDatabase> {
+        self.store.health()
     }
 
     /// Up to `limit` (≤ [`READ_LIMIT_MAX`]) events of `stream` from
