@@ -102,7 +102,7 @@ pub(crate) fn check_schema(conn: &Connection, path: &Path) -> Result<(), StoreEr
 /// structure checked (not that indexes match their tables, and not the
 /// contents of records: the hash chain and `ledger verify` cover those).
 /// Reads through a memory map for the check only: with one `read` call per
-/// page it took 2.5 times as long on 1 GB (`BENCHMARKS.md`).
+/// page it took three times as long on 1 GB (`BENCHMARKS.md`).
 pub(crate) fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.execute_batch(&format!("PRAGMA mmap_size={QUICK_CHECK_MMAP_BYTES}"))?;
     let found = quick_check_rows(conn);
