@@ -508,30 +508,30 @@ fn damaged_and_empty_databases_are_refused_naming_the_file() {
     bytes[start..start + 64].iter_mut().for_each(|b| *b = !*b);
     std::fs::write(&db_path, &bytes).unwrap();
 
+    // Exit 1 with the error on stderr.
+    let failed = |out: Output| -> String {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        stderr
+    };
+    let read = || {
+        let mut read = ironclad(tmp.path());
+        read.args(["read", "bulk"]);
+        read.output().unwrap()
+    };
     let named = db_path.display().to_string();
-    let out = append(tmp.path(), "bulk", "{\"n\":1}\n");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&named) && stderr.contains("damaged"),
-        "{stderr}"
-    );
-    let mut read = ironclad(tmp.path());
-    read.args(["read", "bulk"]);
-    let out = read.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&named) && stderr.contains("damaged"),
-        "{stderr}"
-    );
+    for stderr in [
+        failed(append(tmp.path(), "bulk", "{\"n\":1}\n")),
+        failed(read()),
+    ] {
+        assert!(
+            stderr.contains(&named) && stderr.contains("damaged"),
+            "{stderr}"
+        );
+    }
 
     std::fs::write(&db_path, b"").unwrap();
-    let mut read = ironclad(tmp.path());
-    read.args(["read", "bulk"]);
-    let out = read.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = failed(read());
     assert!(
         stderr.contains("0 bytes") && !stderr.contains("migrate"),
         "{stderr}"

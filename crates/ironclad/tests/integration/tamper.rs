@@ -62,6 +62,24 @@ fn mismatch(r: Result<ironclad::VerifyReport, VerifyError>) -> ironclad::LedgerM
     }
 }
 
+/// A connection to the closed journal's file with the UPDATE trigger
+/// dropped, as an attacker with file access would have.
+fn without_update_trigger(dir: &Path) -> rusqlite::Connection {
+    let conn = common::raw_connection(dir);
+    conn.execute_batch("DROP TRIGGER events_append_only_update")
+        .unwrap();
+    conn
+}
+
+/// The event of `stream` at `version`.
+fn event_at(events: &[RecordedEvent], stream: &str, version: u64) -> RecordedEvent {
+    events
+        .iter()
+        .find(|e| e.stream == stream && e.version == version)
+        .expect("target event")
+        .clone()
+}
+
 fn payload_at(conn: &rusqlite::Connection, position: u64) -> String {
     conn.query_row(
         "SELECT payload FROM events WHERE position = ?1",
@@ -121,15 +139,9 @@ async fn edited_payload_is_reported_at_that_event() {
     let tmp = common::tempdir();
     let dir = common::data_dir(&tmp);
     let events = populate(&dir).await;
-    let target = events
-        .iter()
-        .find(|e| e.stream == "orders-2" && e.version == 6)
-        .expect("target event")
-        .clone();
+    let target = event_at(&events, "orders-2", 6);
 
-    let conn = common::raw_connection(&dir);
-    conn.execute_batch("DROP TRIGGER events_append_only_update")
-        .unwrap();
+    let conn = without_update_trigger(&dir);
     let original = payload_at(&conn, target.position);
     // Flip one bit of one ASCII letter of the note: still valid UTF-8 and JSON.
     let mut bytes = original.clone().into_bytes();
@@ -192,9 +204,7 @@ async fn edited_global_hash_is_reported() {
     let dir = common::data_dir(&tmp);
     let events = populate(&dir).await;
     let target = events[17].clone();
-    let conn = common::raw_connection(&dir);
-    conn.execute_batch("DROP TRIGGER events_append_only_update")
-        .unwrap();
+    let conn = without_update_trigger(&dir);
     let mut forged = target.global_hash;
     forged[0] ^= 0xff;
     conn.execute(
@@ -369,14 +379,8 @@ async fn payload_stored_as_blob_is_reported_at_that_event() {
     let tmp = common::tempdir();
     let dir = common::data_dir(&tmp);
     let events = populate(&dir).await;
-    let target = events
-        .iter()
-        .find(|e| e.stream == "audit" && e.version == 4)
-        .expect("target event")
-        .clone();
-    let conn = common::raw_connection(&dir);
-    conn.execute_batch("DROP TRIGGER events_append_only_update")
-        .unwrap();
+    let target = event_at(&events, "audit", 4);
+    let conn = without_update_trigger(&dir);
     let changed = conn
         .execute(
             "UPDATE events SET payload = CAST(payload AS BLOB) WHERE position = ?1",
@@ -432,9 +436,7 @@ async fn an_earlier_edit_is_reported_before_a_blob_payload() {
     let dir = common::data_dir(&tmp);
     let events = populate(&dir).await;
     let (edited, blob) = (&events[5], &events[20]);
-    let conn = common::raw_connection(&dir);
-    conn.execute_batch("DROP TRIGGER events_append_only_update")
-        .unwrap();
+    let conn = without_update_trigger(&dir);
     conn.execute(
         "UPDATE events SET payload = '{\"forged\":true}' WHERE position = ?1",
         [edited.position as i64],
