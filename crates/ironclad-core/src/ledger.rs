@@ -33,6 +33,10 @@ pub enum MismatchKind {
     HeadMissing,
     /// `--against`: the event at the exported head has a different hash (rewritten).
     HeadMismatch,
+    /// A column of the event's row holds another storage class than
+    /// Ironclad writes (a TEXT payload rewritten as a BLOB): the row was
+    /// edited outside Ironclad, even if its bytes still hash the same.
+    ColumnType,
 }
 
 /// The first place where the ledger does not verify (also the `details`
@@ -215,6 +219,27 @@ impl ChainVerifier {
             .insert(ev.stream.clone(), (ev.version, ev.hash));
         self.checked += 1;
         Ok(())
+    }
+}
+
+/// The mismatch for an event row whose `column` holds the storage class
+/// `found` where Ironclad writes `expected`. The row could not be decoded,
+/// so the stream and version are those that did decode (else empty and 0).
+pub fn column_type_mismatch(
+    stream: Option<&str>,
+    version: Option<u64>,
+    position: u64,
+    column: &str,
+    expected: &str,
+    found: &str,
+) -> LedgerMismatch {
+    LedgerMismatch {
+        kind: MismatchKind::ColumnType,
+        stream: stream.unwrap_or_default().to_string(),
+        version: version.unwrap_or(0),
+        position,
+        expected: format!("{column} stored as {expected}"),
+        actual: format!("{column} stored as {found}"),
     }
 }
 

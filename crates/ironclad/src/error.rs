@@ -33,6 +33,68 @@ pub enum StoreError {
     /// A stored row cannot be decoded: the database is damaged or was edited.
     #[error("corrupt row: {0}; run `ironclad ledger verify` to locate the damage")]
     Corrupt(String),
+    /// An event's column holds another storage type than Ironclad writes.
+    #[error(transparent)]
+    ColumnType(Box<ColumnTypeError>),
+    /// SQLite found the database file damaged (`SQLITE_CORRUPT`,
+    /// `SQLITE_NOTADB`, or a failed integrity check at open).
+    #[error(transparent)]
+    CorruptDatabase(CorruptDatabase),
+    /// The database file exists but is empty: what it held is gone.
+    #[error("database file {path} is empty (0 bytes): the events it held are gone (the file was truncated, or the disk lost it), and Ironclad will not create an empty journal over it; restore the data directory from a backup, or, if it never held events, delete the file to start a new journal")]
+    EmptyDatabaseFile {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The database file exists but holds no Ironclad journal.
+    #[error("{path} is not an Ironclad database ({found}), and Ironclad will not create a journal over it: if this is your data directory, its database was replaced or damaged, so restore it from a backup; otherwise point --data-dir at another directory")]
+    NotIronclad {
+        /// The database file.
+        path: PathBuf,
+        /// What the file holds instead.
+        found: String,
+    },
+}
+
+/// A damaged database file, named with what to do. Ironclad refuses to open
+/// one, and [`crate::LogReader::health`] reports one found while running.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("database file {path} is damaged ({detail}), so Ironclad will not serve it: stop every process using it, keep a copy of the data directory, and restore it from a backup (`sqlite3 {path} .recover` may salvage rows into a new file)")]
+pub struct CorruptDatabase {
+    /// The database file.
+    pub path: PathBuf,
+    /// What SQLite reported.
+    pub detail: String,
+}
+
+/// An event row whose column holds a value of another SQLite storage class
+/// than Ironclad writes there (say a TEXT payload rewritten as a BLOB).
+/// Ironclad never writes such a row, so it was edited outside Ironclad;
+/// `ledger verify` reports it as a `column_type` mismatch at this event.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("event at position {position}{at}: column `{column}` holds {found}, but Ironclad stores {expected} there, so the row was edited outside Ironclad; run `ironclad ledger verify` to locate the damage", at = stream_version(.stream.as_deref(), *.version))]
+pub struct ColumnTypeError {
+    /// The event's position.
+    pub position: u64,
+    /// Its stream, when that column decoded.
+    pub stream: Option<String>,
+    /// Its version, when that column decoded.
+    pub version: Option<u64>,
+    /// The column.
+    pub column: &'static str,
+    /// The storage class Ironclad writes there (`TEXT`, `BLOB`, `INTEGER`).
+    pub expected: &'static str,
+    /// The storage class found (`NULL`, `INTEGER`, `REAL`, `TEXT`, `BLOB`).
+    pub found: &'static str,
+}
+
+/// " (stream "s" version v)" for what of an event's identity is known.
+fn stream_version(stream: Option<&str>, version: Option<u64>) -> String {
+    match (stream, version) {
+        (Some(s), Some(v)) => format!(" (stream {s:?} version {v})"),
+        (Some(s), None) => format!(" (stream {s:?})"),
+        _ => String::new(),
+    }
 }
 
 /// What an operator should check for the SQLite errors that mean the
@@ -230,13 +292,34 @@ pub enum VerifyError {
     Mismatch(Box<LedgerMismatch>),
     /// Reading failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The stream name is invalid.
     #[error("invalid stream: {0}")]
     Invalid(#[from] ValidationError),
     /// The options cannot be combined.
     #[error("{0}")]
     Usage(String),
+}
+
+/// A row whose column holds the wrong storage class is a finding of the
+/// verification, reported at its event like any other mismatch, not a
+/// failure to read.
+impl From<StoreError> for VerifyError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ColumnType(c) => {
+                VerifyError::Mismatch(Box::new(crate::ledger::column_type_mismatch(
+                    c.stream.as_deref(),
+                    c.version,
+                    c.position,
+                    c.column,
+                    c.expected,
+                    c.found,
+                )))
+            }
+            other => VerifyError::Store(other),
+        }
+    }
 }
 
 /// `Journal::replay_dump` stopped. Records before `record` were appended

@@ -36,8 +36,8 @@ pub use ironclad_core::{expected, hash, ledger, model, validate};
 
 pub use config::{Durability, JournalConfig};
 pub use error::{
-    AppendError, ControlError, MigrateError, OpenError, ReadError, ReplayError, StoreError,
-    VerifyError,
+    AppendError, ColumnTypeError, ControlError, CorruptDatabase, MigrateError, OpenError,
+    ReadError, ReplayError, StoreError, VerifyError,
 };
 pub use expected::WrongExpectedVersion;
 pub use journal::{

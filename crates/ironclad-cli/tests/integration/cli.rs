@@ -578,3 +578,61 @@ fn dump_list_and_replay() {
         "archived"
     );
 }
+
+/// Bytes flipped in a leaf page of `events` in the middle of the file: the
+/// writer's open (`append`) refuses the database, and a read that meets the
+/// page fails; both exit 1 naming the file. A 0-byte database is refused
+/// as lost data, not sent to `ironclad migrate`.
+#[test]
+fn damaged_and_empty_databases_are_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let line = format!("{{\"note\":\"{}\"}}\n", "x".repeat(600));
+    assert!(append(tmp.path(), "bulk", &line.repeat(2_000))
+        .status
+        .success());
+    let db_path = tmp.path().join("data/ironclad.db");
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    let leaves: Vec<i64> = db
+        .prepare(
+            "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' ORDER BY pageno",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    drop(db);
+    let mut bytes = std::fs::read(&db_path).unwrap();
+    let start = (leaves[leaves.len() / 2] as usize - 1) * 4096;
+    bytes[start..start + 64].iter_mut().for_each(|b| *b = !*b);
+    std::fs::write(&db_path, &bytes).unwrap();
+
+    // Exit 1 with the error on stderr.
+    let failed = |out: Output| -> String {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        stderr
+    };
+    let read = || {
+        let mut read = ironclad(tmp.path());
+        read.args(["read", "bulk"]);
+        read.output().unwrap()
+    };
+    let named = db_path.display().to_string();
+    for stderr in [
+        failed(append(tmp.path(), "bulk", "{\"n\":1}\n")),
+        failed(read()),
+    ] {
+        assert!(
+            stderr.contains(&named) && stderr.contains("damaged"),
+            "{stderr}"
+        );
+    }
+
+    std::fs::write(&db_path, b"").unwrap();
+    let stderr = failed(read());
+    assert!(
+        stderr.contains("0 bytes") && !stderr.contains("migrate"),
+        "{stderr}"
+    );
+}

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::JournalConfig;
-use crate::error::{MigrateError, OpenError, ReadError, VerifyError};
+use crate::error::{CorruptDatabase, MigrateError, OpenError, ReadError, StoreError, VerifyError};
 use crate::ledger::{check_against_head, ChainVerifier, LedgerMismatch, MismatchKind};
 use crate::model::{LedgerHead, RecordedEvent, StreamHead, ZERO_HASH};
 use crate::store::sqlite::{
-    open_connection, schema_status, SqliteOptions, SqliteStore, SCHEMA_VERSION,
+    check_schema, inspect_file, name_damage, open_connection, schema_status, FileState,
+    SqliteOptions, SqliteStore, SCHEMA_VERSION,
 };
 use crate::store::Store;
 use crate::validate::{validate_stream_name, Limits};
@@ -60,16 +61,21 @@ impl<S: Store> Clone for LogReader<S> {
 impl LogReader<SqliteStore> {
     /// Opens a data directory for reading only: no lock, no writer, no
     /// migration. A database at another schema version is refused (run
-    /// `ironclad migrate` with the writer stopped).
+    /// `ironclad migrate` with the writer stopped), and so is a file that
+    /// is empty or holds no Ironclad schema. Only the header and the schema
+    /// are checked here, not every page (that is the writer's open): damage
+    /// met by a read fails it with `StoreError::CorruptDatabase`.
     pub fn open_sqlite(config: &JournalConfig) -> Result<Self, OpenError> {
         let opts = SqliteOptions::from_config(config);
-        if !opts.path.exists() {
+        if inspect_file(&opts.path)? == FileState::Missing {
             return Err(OpenError::NoDatabase {
                 data_dir: config.data_dir.clone(),
             });
         }
-        let conn = open_connection(&opts, true)?;
-        let status = schema_status(&conn)?;
+        let named = |e| name_damage(e, &opts.path);
+        let conn = open_connection(&opts, true).map_err(named)?;
+        check_schema(&conn, &opts.path).map_err(named)?;
+        let status = schema_status(&conn).map_err(named)?;
         if status.db_version > SCHEMA_VERSION {
             return Err(MigrateError::DatabaseNewer {
                 db_version: status.db_version,
@@ -100,6 +106,14 @@ impl<S: Store> LogReader<S> {
     /// The underlying store.
     pub fn store(&self) -> &Arc<S> {
         &self.store
+    }
+
+    /// `Err` naming the file and what to do once a read or a write has
+    /// found the database damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`); it
+    /// stays `Err` until the journal is reopened. For readiness probes
+    /// (`Journal` derefs here): cheap, never blocks, changes nothing.
+    pub fn health(&self) -> Result<(), CorruptDatabase> {
+        self.store.health()
     }
 
     /// Up to `limit` (≤ [`READ_LIMIT_MAX`]) events of `stream` from
@@ -167,10 +181,7 @@ impl<S: Store> LogReader<S> {
         };
         let mut next = 1u64;
         loop {
-            let page = match &opts.stream {
-                Some(s) => self.store.read_stream(s, next, VERIFY_PAGE_EVENTS)?,
-                None => self.store.read_all(next, VERIFY_PAGE_EVENTS)?,
-            };
+            let page = self.verify_page(&mut verifier, opts.stream.as_deref(), next)?;
             let Some(last) = page.last() else { break };
             next = match &opts.stream {
                 Some(_) => last.version + 1,
@@ -205,6 +216,38 @@ impl<S: Store> LogReader<S> {
 }
 
 impl<S: Store> LogReader<S> {
+    /// The page of events from `next` (a position, or with `stream` a
+    /// version) on. If a row in it has a column of the wrong storage class,
+    /// the events before that row are checked first, so that the mismatch
+    /// returned is still the first one in the chain.
+    fn verify_page(
+        &self,
+        verifier: &mut ChainVerifier,
+        stream: Option<&str>,
+        next: u64,
+    ) -> Result<Vec<RecordedEvent>, VerifyError> {
+        let read = |from, limit| match stream {
+            Some(s) => self.store.read_stream(s, from, limit),
+            None => self.store.read_all(from, limit),
+        };
+        match read(next, VERIFY_PAGE_EVENTS) {
+            Err(StoreError::ColumnType(bad)) => {
+                let at = match stream {
+                    Some(_) => bad.version.unwrap_or(next),
+                    None => bad.position,
+                };
+                let before = usize::try_from(at.saturating_sub(next)).unwrap_or(0);
+                for ev in &read(next, before)? {
+                    verifier
+                        .check(ev)
+                        .map_err(|m| VerifyError::Mismatch(Box::new(m)))?;
+                }
+                Err(StoreError::ColumnType(bad).into())
+            }
+            page => Ok(page?),
+        }
+    }
+
     /// A head row ahead of the verified chain is legitimate only if appends
     /// landed after the events were read, in which case the event it names
     /// exists and carries its hash (it is verified next time). A head left
@@ -296,7 +339,7 @@ impl From<ReadError> for VerifyError {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::Invalid(v) => VerifyError::Invalid(v),
-            ReadError::Store(s) => VerifyError::Store(s),
+            ReadError::Store(s) => s.into(),
         }
     }
 }

@@ -7,7 +7,7 @@
 pub mod delivery;
 pub mod sqlite;
 
-use crate::error::StoreError;
+use crate::error::{CorruptDatabase, StoreError};
 use crate::model::{LedgerHead, RecordedEvent, StreamHead};
 use crate::store::delivery::{
     ConsumerRow, DlqFilter, DlqRow, DlqStats, RetryRow, RetryStats, SinkRow, StateApplied,
@@ -25,6 +25,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Opens the one writer. Called once per journal.
     fn open_writer(&self) -> Result<Self::Writer, StoreError>;
+
+    /// `Err` once a read or a write has found the store's file damaged
+    /// (for readiness probes); never blocks. Stores that cannot tell
+    /// answer `Ok`.
+    fn health(&self) -> Result<(), CorruptDatabase> {
+        Ok(())
+    }
 
     /// Up to `limit` events of `stream` with version ≥ `from_version`, in order.
     fn read_stream(

@@ -14,6 +14,7 @@ mod delivery_harness;
 mod bad_input;
 mod concurrency;
 mod crash;
+mod damaged_file;
 mod delivery;
 mod delivery_breaker;
 mod delivery_crash;

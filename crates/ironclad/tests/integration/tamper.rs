@@ -6,7 +6,8 @@
 //! head (`HeadMissing`); `INSERT OR REPLACE` is blocked on connections with
 //! recursive triggers and caught by the hashes otherwise; a rewritten
 //! tail that chains perfectly still fails against the exported head
-//! (`HeadMismatch`). Edits are made with a separate rusqlite connection to
+//! (`HeadMismatch`); a payload whose stored type was changed from TEXT to
+//! BLOB is reported at that event (`ColumnType`), not as a SQLite type error. Edits are made with a separate rusqlite connection to
 //! the closed journal's file, as an attacker with file access would.
 
 use crate::common;
@@ -59,6 +60,24 @@ fn mismatch(r: Result<ironclad::VerifyReport, VerifyError>) -> ironclad::LedgerM
         Err(VerifyError::Mismatch(m)) => *m,
         other => panic!("expected a ledger mismatch, got {other:?}"),
     }
+}
+
+/// A connection to the closed journal's file with the UPDATE trigger
+/// dropped, as an attacker with file access would have.
+fn without_update_trigger(dir: &Path) -> rusqlite::Connection {
+    let conn = common::raw_connection(dir);
+    conn.execute_batch("DROP TRIGGER events_append_only_update")
+        .unwrap();
+    conn
+}
+
+/// The event of `stream` at `version`.
+fn event_at(events: &[RecordedEvent], stream: &str, version: u64) -> RecordedEvent {
+    events
+        .iter()
+        .find(|e| e.stream == stream && e.version == version)
+        .expect("target event")
+        .clone()
 }
 
 fn payload_at(conn: &rusqlite::Connection, position: u64) -> String {
@@ -120,15 +139,9 @@ async fn edited_payload_is_reported_at_that_event() {
     let tmp = common::tempdir();
     let dir = common::data_dir(&tmp);
     let events = populate(&dir).await;
-    let target = events
-        .iter()
-        .find(|e| e.stream == "orders-2" && e.version == 6)
-        .expect("target event")
-        .clone();
+    let target = event_at(&events, "orders-2", 6);
 
-    let conn = common::raw_connection(&dir);
-    conn.execute_batch("DROP TRIGGER events_append_only_update")
-        .unwrap();
+    let conn = without_update_trigger(&dir);
     let original = payload_at(&conn, target.position);
     // Flip one bit of one ASCII letter of the note: still valid UTF-8 and JSON.
     let mut bytes = original.clone().into_bytes();
@@ -191,9 +204,7 @@ async fn edited_global_hash_is_reported() {
     let dir = common::data_dir(&tmp);
     let events = populate(&dir).await;
     let target = events[17].clone();
-    let conn = common::raw_connection(&dir);
-    conn.execute_batch("DROP TRIGGER events_append_only_update")
-        .unwrap();
+    let conn = without_update_trigger(&dir);
     let mut forged = target.global_hash;
     forged[0] ^= 0xff;
     conn.execute(
@@ -358,4 +369,89 @@ async fn insert_or_replace_is_blocked_with_recursive_triggers_and_caught_without
     let m = mismatch(verify(&dir, None));
     assert_eq!(m.kind, MismatchKind::EventHash, "{m}");
     assert_eq!((m.position, m.version), (victim.position, victim.version));
+}
+
+/// A payload rewritten as a BLOB with the same bytes still hashes the same,
+/// but Ironclad never writes one: verify must name the event, after
+/// checking the events before it, and a plain read must say what is wrong.
+#[tokio::test]
+async fn payload_stored_as_blob_is_reported_at_that_event() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let events = populate(&dir).await;
+    let target = event_at(&events, "audit", 4);
+    let conn = without_update_trigger(&dir);
+    let changed = conn
+        .execute(
+            "UPDATE events SET payload = CAST(payload AS BLOB) WHERE position = ?1",
+            [target.position as i64],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let stored: String = conn
+        .query_row(
+            "SELECT typeof(payload) FROM events WHERE position = ?1",
+            [target.position as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, "blob");
+    drop(conn);
+
+    let m = mismatch(verify(&dir, None));
+    assert_eq!(m.kind, MismatchKind::ColumnType, "{m}");
+    assert_eq!(
+        (m.stream.as_str(), m.version, m.position),
+        (target.stream.as_str(), target.version, target.position)
+    );
+    assert_eq!(m.expected, "payload stored as TEXT");
+    assert_eq!(m.actual, "payload stored as BLOB");
+
+    let reader = ironclad::LogReader::open_sqlite(&common::config(&dir)).unwrap();
+    let only = VerifyOptions {
+        stream: Some(target.stream.clone()),
+        against: None,
+    };
+    let m = mismatch(reader.verify(&only, &mut |_| {}));
+    assert_eq!(
+        (m.kind, m.version, m.position),
+        (MismatchKind::ColumnType, target.version, target.position)
+    );
+    let err = reader
+        .read(&target.stream, 1, 100)
+        .expect_err("the edited row does not decode");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("position {}", target.position))
+            && text.contains("`payload` holds BLOB"),
+        "{text}"
+    );
+}
+
+/// An edit before a BLOB payload is still the first mismatch reported,
+/// even when both fall in one page of the verification.
+#[tokio::test]
+async fn an_earlier_edit_is_reported_before_a_blob_payload() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let events = populate(&dir).await;
+    let (edited, blob) = (&events[5], &events[20]);
+    let conn = without_update_trigger(&dir);
+    conn.execute(
+        "UPDATE events SET payload = '{\"forged\":true}' WHERE position = ?1",
+        [edited.position as i64],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE events SET payload = CAST(payload AS BLOB) WHERE position = ?1",
+        [blob.position as i64],
+    )
+    .unwrap();
+    drop(conn);
+    let m = mismatch(verify(&dir, None));
+    assert_eq!(
+        (m.kind, m.position),
+        (MismatchKind::EventHash, edited.position),
+        "{m}"
+    );
 }

@@ -60,7 +60,7 @@ pub struct MigrationStatus {
     pub pending: Vec<(u32, String)>,
 }
 
-fn table_exists(c: &Connection, name: &str) -> Result<bool, StoreError> {
+pub(crate) fn table_exists(c: &Connection, name: &str) -> Result<bool, StoreError> {
     Ok(c.query_row(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
         [name],

@@ -1,25 +1,27 @@
 //! The embedded SQLite backend: WAL mode, one writer connection, a small pool
 //! of read-only connections (SPEC §8). Schema and pragmas: `docs/design.md`.
 
+mod check;
 mod delivery;
 mod migrate;
 mod rows;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::config::Durability;
-use crate::error::{MigrateError, StoreError};
+use crate::error::{CorruptDatabase, MigrateError, StoreError};
 use crate::model::{LedgerHead, RecordedEvent, StreamHead};
 use crate::store::delivery::{
     ConsumerRow, DlqFilter, DlqRow, DlqStats, RetryRow, RetryStats, SinkRow, StreamBacklog,
 };
 use crate::store::Store;
 
+pub(crate) use check::{check_schema, inspect_file, name_damage, FileState};
 pub use migrate::{migrate, schema_status, MigrationStatus, SCHEMA_VERSION};
 pub use writer::SqliteWriter;
 
@@ -56,6 +58,7 @@ impl SqliteOptions {
 pub struct SqliteStore {
     opts: SqliteOptions,
     readers: Mutex<Vec<Connection>>,
+    damage: Arc<check::DamageWatch>,
 }
 
 /// Opens a connection with the pragmas Ironclad relies on.
@@ -107,30 +110,44 @@ pub(crate) fn open_connection(
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database at `opts.path`.
+    /// Opens (creating if needed) and migrates the database at `opts.path`,
+    /// after checking it (see [`SqliteStore::migrate_in_place`]).
     pub fn open(opts: SqliteOptions) -> Result<Self, MigrateError> {
-        let mut conn = open_connection(&opts, false)?;
-        migrate(&mut conn)?;
-        drop(conn);
-        Ok(SqliteStore {
-            opts,
-            readers: Mutex::new(Vec::new()),
-        })
+        SqliteStore::migrate_in_place(&opts)?;
+        Ok(SqliteStore::unmigrated(opts))
     }
 
-    /// Creates the database if needed and migrates it, with the same
-    /// connection settings the engine uses, without starting a writer.
-    /// Returns the versions applied (empty when already current). The caller
-    /// must hold the data-directory lock.
+    /// Creates the database if it is missing, or else checks it, then
+    /// migrates it, with the same connection settings the engine uses,
+    /// without starting a writer. Returns the versions applied (empty when
+    /// already current). An existing file is refused if it is empty, holds
+    /// no Ironclad schema, or fails `PRAGMA quick_check`. The caller must
+    /// hold the data-directory lock.
     pub fn migrate_in_place(opts: &SqliteOptions) -> Result<Vec<u32>, MigrateError> {
-        let mut conn = open_connection(opts, false)?;
-        migrate(&mut conn)
+        let path = &opts.path;
+        let checked = || -> Result<Vec<u32>, MigrateError> {
+            let created = match inspect_file(path)? {
+                FileState::Missing => check::create_new(path)?,
+                FileState::Present => {
+                    // Read-only: nothing, not even WAL mode, is written to
+                    // a file before it has passed.
+                    let conn = open_connection(opts, true)?;
+                    check_schema(&conn, path)?;
+                    check::quick_check(&conn, path)?;
+                    Vec::new()
+                }
+            };
+            let mut conn = open_connection(opts, false)?;
+            Ok([created, migrate(&mut conn)?].concat())
+        };
+        checked().map_err(|e| check::name_migrate_damage(e, path))
     }
 
     /// Wraps an already-migrated database without touching its schema (the
     /// caller has checked the version).
     pub(crate) fn unmigrated(opts: SqliteOptions) -> Self {
         SqliteStore {
+            damage: Arc::new(check::DamageWatch::new(opts.path.clone())),
             opts,
             readers: Mutex::new(Vec::new()),
         }
@@ -148,9 +165,9 @@ impl SqliteStore {
         let pooled = self.readers.lock().map(|mut v| v.pop()).unwrap_or(None);
         let conn = match pooled {
             Some(c) => c,
-            None => open_connection(&self.opts, true)?,
+            None => open_connection(&self.opts, true).map_err(|e| self.damage.note(e))?,
         };
-        let out = f(&conn);
+        let out = f(&conn).map_err(|e| self.damage.note(e));
         if let Ok(mut pool) = self.readers.lock() {
             if pool.len() < self.opts.read_connections_max {
                 pool.push(conn);
@@ -164,12 +181,20 @@ impl Store for SqliteStore {
     type Writer = SqliteWriter;
 
     fn open_writer(&self) -> Result<SqliteWriter, StoreError> {
-        let conn = open_connection(&self.opts, false)?;
+        let conn = open_connection(&self.opts, false).map_err(|e| self.damage.note(e))?;
         SqliteWriter::new(
             conn,
             self.opts.stream_cache_entries_max,
             Duration::from_millis(self.opts.busy_timeout_ms),
+            Arc::clone(&self.damage),
         )
+    }
+
+    fn health(&self) -> Result<(), CorruptDatabase> {
+        match self.damage.seen() {
+            Some(c) => Err(c.clone()),
+            None => Ok(()),
+        }
     }
 
     fn read_stream(

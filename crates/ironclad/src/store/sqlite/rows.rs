@@ -1,14 +1,17 @@
 //! Row decoding for the SQLite backend: columns to envelope types.
 //!
 //! A row that does not decode (bad id length, unknown op code) is reported as
-//! `StoreError::Corrupt`, never a panic: the file may have been edited.
+//! `StoreError::Corrupt`, and a column holding another storage class than
+//! Ironclad writes (a BLOB payload) as `StoreError::ColumnType` naming the
+//! event; never a panic: the file may have been edited.
 
 use std::collections::BTreeMap;
 
+use rusqlite::types::{FromSql, Type};
 use rusqlite::{Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
-use crate::error::StoreError;
+use crate::error::{ColumnTypeError, StoreError};
 use crate::model::{Hash, LedgerHead, Op, RecordedEvent, StreamHead};
 
 /// The event projection every read uses; callers append `WHERE …`.
@@ -54,48 +57,110 @@ pub(crate) fn metadata_from(text: Option<String>) -> Result<BTreeMap<String, Str
     }
 }
 
+/// The columns of [`SELECT_EVENTS`], in order, with the storage class
+/// Ironclad writes in each (`entity` and `metadata` may also be NULL).
+const EVENT_COLUMNS: [(&str, &str); 14] = [
+    ("position", "INTEGER"),
+    ("id", "BLOB"),
+    ("stream", "TEXT"),
+    ("version", "INTEGER"),
+    ("type", "TEXT"),
+    ("op", "INTEGER"),
+    ("entity", "TEXT"),
+    ("payload", "TEXT"),
+    ("metadata", "TEXT"),
+    ("created_at", "INTEGER"),
+    ("hash_version", "INTEGER"),
+    ("prev_hash", "BLOB"),
+    ("hash", "BLOB"),
+    ("global_hash", "BLOB"),
+];
+
+/// Reads the columns of one event row, turning a value of the wrong storage
+/// class into a [`ColumnTypeError`] that names the event, as far as its
+/// identity has decoded, instead of SQLite's bare type error.
+struct EventColumns<'a, 'r> {
+    row: &'a Row<'r>,
+    position: u64,
+    stream: Option<String>,
+    version: Option<u64>,
+}
+
+impl EventColumns<'_, '_> {
+    fn get<T: FromSql>(&self, idx: usize) -> Result<T, StoreError> {
+        self.row.get(idx).map_err(|e| match e {
+            rusqlite::Error::InvalidColumnType(_, _, found) => {
+                let (column, expected) = EVENT_COLUMNS[idx];
+                StoreError::ColumnType(Box::new(ColumnTypeError {
+                    position: self.position,
+                    stream: self.stream.clone(),
+                    version: self.version,
+                    column,
+                    expected,
+                    found: storage_class(found),
+                }))
+            }
+            other => other.into(),
+        })
+    }
+}
+
+fn storage_class(t: Type) -> &'static str {
+    match t {
+        Type::Null => "NULL",
+        Type::Integer => "INTEGER",
+        Type::Real => "REAL",
+        Type::Text => "TEXT",
+        Type::Blob => "BLOB",
+    }
+}
+
 /// Decodes one row of [`SELECT_EVENTS`].
 pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RecordedEvent, StoreError>> {
+    // `position` is the rowid alias, which SQLite keeps an INTEGER.
     let position: i64 = row.get(0)?;
-    let id: Vec<u8> = row.get(1)?;
-    let stream: String = row.get(2)?;
-    let version: i64 = row.get(3)?;
-    let event_type: String = row.get(4)?;
-    let op: i64 = row.get(5)?;
-    let entity: Option<String> = row.get(6)?;
-    let payload: String = row.get(7)?;
-    let metadata: Option<String> = row.get(8)?;
-    let created_at_us: i64 = row.get(9)?;
-    let hash_version: i64 = row.get(10)?;
-    let prev_hash: Vec<u8> = row.get(11)?;
-    let hash: Vec<u8> = row.get(12)?;
-    let global_hash: Vec<u8> = row.get(13)?;
-    Ok((|| {
-        Ok(RecordedEvent {
-            id: Uuid::from_slice(&id).map_err(|_| {
-                StoreError::Corrupt(format!("event id at position {position} is not 16 bytes"))
+    Ok(decode_event(row, position))
+}
+
+fn decode_event(row: &Row<'_>, position: i64) -> Result<RecordedEvent, StoreError> {
+    let position = to_u64(position, "position")?;
+    let mut cols = EventColumns {
+        row,
+        position,
+        stream: None,
+        version: None,
+    };
+    cols.stream = Some(cols.get(2)?);
+    cols.version = Some(to_u64(cols.get(3)?, "version")?);
+    let id: Vec<u8> = cols.get(1)?;
+    let op: i64 = cols.get(5)?;
+    let hash_version: i64 = cols.get(10)?;
+    let (prev_hash, hash, global_hash): (Vec<u8>, Vec<u8>, Vec<u8>) =
+        (cols.get(11)?, cols.get(12)?, cols.get(13)?);
+    Ok(RecordedEvent {
+        id: Uuid::from_slice(&id).map_err(|_| {
+            StoreError::Corrupt(format!("event id at position {position} is not 16 bytes"))
+        })?,
+        version: cols.version.unwrap_or_default(),
+        position,
+        event_type: cols.get(4)?,
+        op: u8::try_from(op)
+            .ok()
+            .and_then(Op::from_code)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown op code {op} at position {position}"))
             })?,
-            stream,
-            version: to_u64(version, "version")?,
-            position: to_u64(position, "position")?,
-            event_type,
-            op: u8::try_from(op)
-                .ok()
-                .and_then(Op::from_code)
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("unknown op code {op} at position {position}"))
-                })?,
-            entity,
-            payload,
-            metadata: metadata_from(metadata)?,
-            created_at_us,
-            hash_version: u32::try_from(hash_version)
-                .map_err(|_| StoreError::Corrupt(format!("bad hash_version {hash_version}")))?,
-            prev_hash: hash_from(&prev_hash, "prev_hash")?,
-            hash: hash_from(&hash, "hash")?,
-            global_hash: hash_from(&global_hash, "global_hash")?,
-        })
-    })())
+        entity: cols.get(6)?,
+        payload: cols.get(7)?,
+        metadata: metadata_from(cols.get(8)?)?,
+        created_at_us: cols.get(9)?,
+        hash_version: u32::try_from(hash_version)
+            .map_err(|_| StoreError::Corrupt(format!("bad hash_version {hash_version}")))?,
+        prev_hash: hash_from(&prev_hash, "prev_hash")?,
+        hash: hash_from(&hash, "hash")?,
+        global_hash: hash_from(&global_hash, "global_hash")?,
+        stream: cols.stream.take().unwrap_or_default(),
+    })
 }
 
 /// Flattens decoded rows, stopping at the first error.

@@ -9,6 +9,7 @@
 //! marks at least one more append, so n + 1 attempts is a hard bound.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
@@ -19,6 +20,7 @@ use crate::model::{AppendResult, AppendStatus, EventAck, Hash, ZERO_HASH};
 use crate::store::{AppendOutcome, AppendRejection, PreparedAppend, StoreWriter};
 use ironclad_core::idempotency::{self, Decision, StoredEvent};
 
+use super::check::DamageWatch;
 use super::rows::{self, metadata_from, metadata_text, to_i64};
 
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +44,8 @@ pub struct SqliteWriter {
     /// The connection's normal busy timeout, restored after a WAL checkpoint.
     busy_timeout: std::time::Duration,
     scratch: Vec<u8>,
+    /// Names damage SQLite reports, shared with the store's readers.
+    damage: Arc<DamageWatch>,
 }
 
 enum Attempt {
@@ -67,6 +71,7 @@ impl SqliteWriter {
         conn: Connection,
         cache_entries_max: usize,
         busy_timeout: std::time::Duration,
+        damage: Arc<DamageWatch>,
     ) -> Result<Self, StoreError> {
         let mut w = SqliteWriter {
             conn,
@@ -76,8 +81,9 @@ impl SqliteWriter {
             last_created_us: 0,
             busy_timeout,
             scratch: Vec::with_capacity(4096),
+            damage,
         };
-        w.reload()?;
+        w.reload().map_err(|e| w.damage.note(e))?;
         Ok(w)
     }
 
@@ -379,6 +385,29 @@ impl StoreWriter for SqliteWriter {
         batch: &[PreparedAppend],
         created_at_us: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.commit_batch(batch, created_at_us)
+            .map_err(|e| self.damage.note(e))
+    }
+
+    fn wal_checkpoint(&mut self) -> Result<(), StoreError> {
+        self.truncate_wal().map_err(|e| self.damage.note(e))
+    }
+
+    fn apply_state(
+        &mut self,
+        op: &crate::store::delivery::StateWrite,
+        now_us: i64,
+    ) -> Result<crate::store::delivery::StateApplied, StoreError> {
+        super::delivery::apply(&self.conn, op, now_us).map_err(|e| self.damage.note(e))
+    }
+}
+
+impl SqliteWriter {
+    fn commit_batch(
+        &mut self,
+        batch: &[PreparedAppend],
+        created_at_us: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
         let created_at_us = created_at_us.max(self.last_created_us);
         let mut slow = vec![false; batch.len()];
         for _ in 0..=batch.len() {
@@ -403,7 +432,7 @@ impl StoreWriter for SqliteWriter {
         Err(StoreError::Corrupt("group commit did not converge".into()))
     }
 
-    fn wal_checkpoint(&mut self) -> Result<(), StoreError> {
+    fn truncate_wal(&mut self) -> Result<(), StoreError> {
         // No busy wait: TRUNCATE waits for readers, and this runs on the
         // writer thread, so waiting would stall every append behind it.
         // A blocked WAL checkpoint reports Busy at once instead.
@@ -425,13 +454,5 @@ impl StoreWriter for SqliteWriter {
             ));
         }
         Ok(())
-    }
-
-    fn apply_state(
-        &mut self,
-        op: &crate::store::delivery::StateWrite,
-        now_us: i64,
-    ) -> Result<crate::store::delivery::StateApplied, StoreError> {
-        super::delivery::apply(&self.conn, op, now_us)
     }
 }
