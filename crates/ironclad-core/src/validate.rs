@@ -124,6 +124,18 @@ pub enum ValidationError {
         /// The limit.
         max: usize,
     },
+    /// The event type contains a control character other than NUL (NUL is
+    /// [`ValidationError::ContainsNul`]). Types are printed in logs and
+    /// tables, where a newline or an escape sequence would forge output.
+    #[error("event {index}: type contains control character U+{code:04X} at byte {byte_offset}: remove it")]
+    EventTypeControlChar {
+        /// Index of the event in the append.
+        index: usize,
+        /// Byte offset of the character in the type.
+        byte_offset: usize,
+        /// Its code point.
+        code: u32,
+    },
     /// The entity key is empty or too long.
     #[error("event {index}: entity must be 1 to {max} bytes, got {len}")]
     BadEntity {
@@ -272,6 +284,17 @@ fn validate_event(index: usize, event: &NewEvent, limits: &Limits) -> Result<(),
     };
     if let Some(field) = field {
         return Err(ValidationError::ContainsNul { index, field });
+    }
+    if let Some((byte_offset, c)) = event
+        .event_type
+        .char_indices()
+        .find(|(_, c)| c.is_control())
+    {
+        return Err(ValidationError::EventTypeControlChar {
+            index,
+            byte_offset,
+            code: u32::from(c),
+        });
     }
     if event.payload.len() > limits.payload_bytes_max {
         return Err(ValidationError::PayloadTooLarge {

@@ -52,9 +52,10 @@ fn variant(e: &ValidationError) -> &'static str {
         ValidationError::AppendTooLarge { .. } => "AppendTooLarge",
         ValidationError::DuplicateId { .. } => "DuplicateId",
         ValidationError::ContainsNul { .. } => "ContainsNul",
+        ValidationError::EventTypeControlChar { .. } => "EventTypeControlChar",
     }
 }
-const VARIANTS: usize = 14;
+const VARIANTS: usize = 15;
 
 fn ok_event() -> NewEvent {
     NewEvent::new("thing.happened", r#"{"ok":true}"#)
@@ -99,6 +100,20 @@ async fn every_validation_error_is_typed_distinct_and_writes_nothing() {
                     ValidationError::StreamNameControlChar {
                         byte_offset: 6,
                         code: 7
+                    }
+                )
+            }),
+        ),
+        (
+            "s".into(),
+            vec![ok_event(), NewEvent::new("forged\n\u{1b}[31mINFO ok", "{}")],
+            Box::new(|e| {
+                matches!(
+                    e,
+                    ValidationError::EventTypeControlChar {
+                        index: 1,
+                        byte_offset: 6,
+                        code: 10
                     }
                 )
             }),

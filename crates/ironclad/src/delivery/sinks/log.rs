@@ -36,7 +36,10 @@ impl Sink for LogSink {
                     stream = %event.stream,
                     version = event.version,
                     position = event.position,
-                    event_type = %event.event_type,
+                    // Debug-formatted: quoted and escaped, so a type
+                    // stored before control characters were refused
+                    // cannot forge a log line.
+                    event_type = ?event.event_type,
                     id = %event.id,
                     "event delivered"
                 );
