@@ -134,7 +134,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CmdResult {
         println!(
             "data directory {}; authentication {}; delivery {}; SIGTERM or Ctrl-C stops gracefully",
             data_dir.display(),
-            if auth { "on" } else { "off (loopback only)" },
+            auth_banner(auth, addr),
             if delivering { "on" } else { "off (no sinks)" },
         );
     }
@@ -149,6 +149,19 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CmdResult {
         println!("stopped: requests in flight finished; journal closed, lock released");
     }
     Ok(ExitCode::Ok)
+}
+
+/// What the start-up line says about authentication. Without tokens the
+/// server is loopback-only unless `--insecure-no-auth` let it bind
+/// elsewhere, and then the line must not claim otherwise.
+fn auth_banner(auth: bool, addr: SocketAddr) -> &'static str {
+    match (auth, addr.ip().is_loopback()) {
+        (true, _) => "on",
+        (false, true) => "off (loopback only)",
+        (false, false) => {
+            "OFF on a non-loopback address (--insecure-no-auth): anyone who can reach it can read and write"
+        }
+    }
 }
 
 fn serve_failure(e: ServeError) -> Failure {
@@ -181,5 +194,26 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         Ok(async {
             let _ = tokio::signal::ctrl_c().await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_never_calls_an_open_bind_loopback_only() {
+        let at = |a: &str| a.parse::<SocketAddr>().expect("address");
+        assert_eq!(auth_banner(true, at("0.0.0.0:7070")), "on");
+        assert_eq!(
+            auth_banner(false, at("127.0.0.1:7070")),
+            "off (loopback only)"
+        );
+        assert_eq!(auth_banner(false, at("[::1]:7070")), "off (loopback only)");
+        for open in ["0.0.0.0:7070", "[::]:7070", "192.0.2.1:7070"] {
+            let banner = auth_banner(false, at(open));
+            assert!(!banner.contains("loopback only"), "{open}: {banner}");
+            assert!(banner.contains("--insecure-no-auth"), "{open}: {banner}");
+        }
     }
 }
