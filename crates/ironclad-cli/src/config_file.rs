@@ -78,7 +78,7 @@ pub fn read(path: &Path) -> Result<ConfigFile, Failure> {
         usage(format!(
             "config {}: {}",
             path.display(),
-            e.to_string().trim_end()
+            ironclad::toml_error::describe(&text, &e)
         ))
     })?;
     Ok(ConfigFile {

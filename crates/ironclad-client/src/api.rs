@@ -89,11 +89,23 @@ impl EventPosition {
 }
 
 /// A typed client for one server. Cheap to clone (one connection pool).
-#[derive(Debug, Clone)]
+/// Its `Debug` output never shows the bearer token.
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Clients end up in logs and panic messages (and inside a
+        // `RealtimeClient`'s Debug): the token must not.
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -377,6 +389,20 @@ mod bytes_body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let client =
+            Client::new("http://127.0.0.1:7070", Some("tok-very-secret-1".into())).expect("client");
+        let shown = format!("{client:?} {client:#?}");
+        assert!(!shown.contains("tok-very-secret-1"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("127.0.0.1:7070"),
+            "{shown}"
+        );
+        let anonymous = format!("{:?}", Client::new("http://h", None).expect("client"));
+        assert!(anonymous.contains("token: None"), "{anonymous}");
+    }
 
     #[test]
     fn encoding_keeps_unreserved_and_escapes_the_rest() {

@@ -429,6 +429,16 @@ impl Drop for RealtimeClient {
 mod tests {
     use super::AckState;
 
+    #[tokio::test]
+    async fn debug_output_never_shows_the_token() {
+        let client = super::Client::new("http://127.0.0.1:9", Some("rt-very-secret-2".into()))
+            .expect("client");
+        let (live, _events) = super::RealtimeClient::start(client, Default::default());
+        let shown = format!("{live:?}");
+        assert!(!shown.contains("rt-very-secret-2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
     #[test]
     fn the_floor_advances_through_contiguous_acks_of_delivered_positions() {
         let mut a = AckState {

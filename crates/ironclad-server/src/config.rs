@@ -392,9 +392,41 @@ pub enum ServerConfigError {
         /// The allowed range.
         range: &'static str,
     },
+    /// The same token is listed twice (under one role or two), so which
+    /// role it grants would depend on the order of the list.
+    #[error("server configuration: server.tokens entries {first} and {second} hold the same token: give each role its own token")]
+    DuplicateToken {
+        /// The first entry holding it, from 1.
+        first: usize,
+        /// The later entry holding it, from 1.
+        second: usize,
+    },
     /// The journal settings are inconsistent.
     #[error("server configuration: {0}")]
     Journal(String),
+}
+
+/// Refuses tokens that are short, blank (whitespace only) or listed twice.
+/// Messages name entries by number and never show a token.
+fn check_tokens(tokens: &[TokenConfig]) -> Result<(), ServerConfigError> {
+    let weak = |t: &TokenConfig| t.token.len() < 8 || t.token.trim().is_empty();
+    if let Some(i) = tokens.iter().position(weak) {
+        return Err(ServerConfigError::OutOfRange {
+            field: "server.tokens[].token",
+            value: format!("entry {} ({} bytes)", i + 1, tokens[i].token.len()),
+            range: "at least 8 bytes, not all whitespace: use a long random token",
+        });
+    }
+    let mut seen = std::collections::HashMap::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        if let Some(first) = seen.insert(t.token.as_str(), i) {
+            return Err(ServerConfigError::DuplicateToken {
+                first: first + 1,
+                second: i + 1,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The `[server]` section as written.
@@ -484,7 +516,7 @@ impl ServerConfig {
             )));
         }
         let root: FileRoot = toml::from_str(text)
-            .map_err(|e| ServerConfigError::Toml(e.to_string().trim_end().to_string()))?;
+            .map_err(|e| ServerConfigError::Toml(ironclad::toml_error::describe(text, &e)))?;
         if let Some(d) = root.data_dir {
             self.data_dir = d;
         }
@@ -620,13 +652,7 @@ impl ServerConfig {
         if self.tokens.is_empty() && !self.insecure_no_auth && !self.listen.ip().is_loopback() {
             return Err(ServerConfigError::NoAuthOffLoopback(self.listen));
         }
-        if let Some(i) = self.tokens.iter().position(|t| t.token.len() < 8) {
-            return Err(ServerConfigError::OutOfRange {
-                field: "server.tokens[].token",
-                value: format!("entry {} ({} bytes)", i + 1, self.tokens[i].token.len()),
-                range: "at least 8 bytes: use a long random token",
-            });
-        }
+        check_tokens(&self.tokens)?;
         let l = &self.limits;
         let ranges: [(&'static str, u64, u64, u64, &'static str); 8] = [
             (
@@ -735,6 +761,40 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn blank_and_repeated_tokens_are_refused_without_showing_them() {
+        let token = |t: &str, role: &str| {
+            format!("[[server.tokens]]\ntoken = \"{t}\"\nrole = \"{role}\"\n")
+        };
+        let blank =
+            ServerConfig::from_toml_str(&format!("[server]\n{}", token("          ", "admin")))
+                .expect("parses");
+        assert!(matches!(
+            blank.check(),
+            Err(ServerConfigError::OutOfRange { .. })
+        ));
+        let twice = format!(
+            "[server]\n{}{}",
+            token("same-token-123", "producer"),
+            token("same-token-123", "admin")
+        );
+        let err = ServerConfig::from_toml_str(&twice)
+            .expect("parses")
+            .check()
+            .expect_err("refused");
+        assert!(matches!(
+            err,
+            ServerConfigError::DuplicateToken {
+                first: 1,
+                second: 2
+            }
+        ));
+        assert!(!err.to_string().contains("same-token-123"), "{err}");
+        let broken = "[server]\n[[server.tokens]]\ntoken = \"tok-s3cr3t-0123\nrole = \"admin\"\n";
+        let err = ServerConfig::from_toml_str(broken).expect_err("bad TOML");
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
 
     #[test]
     fn file_then_env_each_override() {

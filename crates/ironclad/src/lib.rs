@@ -29,6 +29,7 @@ pub mod journal;
 pub mod lockfile;
 pub mod metrics;
 pub mod store;
+pub mod toml_error;
 
 /// The decision core's modules, under the paths they had before they moved
 /// to `ironclad-core`, so `ironclad::model::…` and friends keep working.

@@ -292,7 +292,7 @@ impl DeliveryConfig {
     ) -> Result<DeliveryConfig, DeliveryConfigError> {
         let root: raw::Root = toml::from_str(text).map_err(|e| DeliveryConfigError::Toml {
             path: None,
-            message: e.to_string().trim_end().to_string(),
+            message: crate::toml_error::describe(text, &e),
         })?;
         raw::convert(root.delivery.unwrap_or_default(), env)
     }

@@ -1,0 +1,88 @@
+//! One way to describe a TOML error in a configuration file without
+//! echoing the file. `toml`'s own message quotes the offending line, and in
+//! a configuration that line may hold a webhook secret or a bearer token:
+//! a typo there must not print the secret to a terminal or a log.
+//!
+//! The description keeps the parser's short message and the line and
+//! column, and drops the quoted source. When the offending line sets a key
+//! that looks secret (`token`, `secret`, `password`, `key`), the message is
+//! replaced as well, since a type error can quote the value.
+
+/// Key names whose values are never echoed.
+const SECRET_KEY_WORDS: [&str; 4] = ["token", "secret", "password", "key"];
+
+/// Describes `e`, an error in parsing `text`, as `line L, column C: …`
+/// without quoting the source.
+pub fn describe(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().trim_end().to_string();
+    };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or_default();
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
+    let line = text
+        .get(line_start..)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_default();
+    let at = format!("line {line_no}, column {column}");
+    match assigned_key(line) {
+        Some(key) if is_secret(key) => {
+            format!("{at} (`{key}`): the value is not valid (not shown: it may be a secret)")
+        }
+        Some(key) => format!("{at} (`{key}`): {}", e.message().trim_end()),
+        None => format!("{at}: {}", e.message().trim_end()),
+    }
+}
+
+/// The key a `key = value` line sets; key names are never secret, and they
+/// tell the operator which setting to fix.
+fn assigned_key(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"');
+    (!key.is_empty() && key.chars().all(bare)).then_some(key)
+}
+
+/// Whether a key's value may be a credential.
+fn is_secret(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    SECRET_KEY_WORDS.iter().any(|w| lower.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        let e = toml::from_str::<toml::Table>(text).expect_err("invalid TOML");
+        describe(text, &e)
+    }
+
+    #[test]
+    fn a_broken_secret_line_is_located_but_never_echoed() {
+        let texts = [
+            "[[delivery.sinks]]\nname = \"h\"\nsecret = \"s3cr3t-value-0123456789abcdef\n",
+            "[[server.tokens]]\ntoken = \"tok-s3cr3t-0123\" x\nrole = \"admin\"\n",
+            "[server]\napi_key = s3cr3t-bare-word\n",
+        ];
+        for text in texts {
+            let shown = error_of(text);
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.starts_with("line "), "{shown}");
+            assert!(shown.contains("not shown"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn other_errors_keep_their_message_and_position() {
+        let shown = error_of("[server]\nlisten = \"127.0.0.1:7070\"\nlimits = [1,\n");
+        assert!(shown.starts_with("line 3"), "{shown}");
+        assert!(!shown.contains("not shown"), "{shown}");
+        assert!(
+            !shown.contains("127.0.0.1"),
+            "the source is never quoted: {shown}"
+        );
+    }
+}
