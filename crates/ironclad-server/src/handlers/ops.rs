@@ -9,6 +9,7 @@
 //! opening the journal: gauges the journal sets once at open (queue
 //! capacity) are otherwise lost.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -153,7 +154,8 @@ pub async fn healthz() -> Json<HealthResponse> {
     })
 }
 
-/// Why the journal cannot take writes, if it cannot.
+/// Why the journal cannot take writes, if it cannot: a damaged database
+/// file ([`Journal::health`]), a stopped writer, or a shutdown under way.
 ///
 /// With today's public journal API this sees a writer that has stopped
 /// (after `shutdown` completes, or a crashed writer thread). It cannot yet
@@ -161,13 +163,21 @@ pub async fn healthz() -> Json<HealthResponse> {
 /// nor a journal that failed closed: that needs a side-effect-free probe
 /// from the library (a `flush` would consume failure reports meant for
 /// others).
-pub fn journal_unready<S: Store>(journal: &Journal<S>) -> Option<&'static str> {
+pub fn journal_unready<S: Store>(journal: &Journal<S>) -> Option<Cow<'static, str>> {
+    // A damaged database file, once any read or write met it, stays
+    // unready until the journal is reopened: serving it would answer
+    // "retry later" to requests that can never succeed.
+    if let Err(damage) = journal.health() {
+        return Some(Cow::Owned(damage.to_string()));
+    }
     // The writer owns the committed-head sender: it is dropped exactly when
     // the writer thread stops.
     if journal.committed_head().has_changed().is_err() {
-        return Some("the journal writer has stopped (shut down or failed): it accepts no writes");
+        return Some(Cow::Borrowed(
+            "the journal writer has stopped (shut down or failed): it accepts no writes",
+        ));
     }
-    journal.refusing()
+    journal.refusing().map(Cow::Borrowed)
 }
 
 /// Readiness: the journal accepts writes.

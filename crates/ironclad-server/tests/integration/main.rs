@@ -10,4 +10,5 @@ mod admin;
 mod auth_ingest;
 mod ingest;
 mod limits;
+mod ready;
 mod subscribe;
