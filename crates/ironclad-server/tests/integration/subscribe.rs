@@ -757,3 +757,30 @@ async fn only_consumer_and_admin_tokens_subscribe() {
     }
     server.stop().await;
 }
+
+/// A named consumer may not start past the committed head (it would skip
+/// every event up to there once they exist), as an ack past it is refused;
+/// at the head it may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_consumer_cannot_start_beyond_the_head() {
+    let tmp = tmp();
+    let server = Server::start(&data_dir(&tmp), fast(), Auth::default()).await;
+    assert_eq!(server.append("orders", 3).await, vec![1, 2, 3]);
+    let url = |from: u64| format!("{}/v1/subscribe?consumer=c1&from={from}", server.ws_base);
+    match tokio_tungstenite::connect_async(url(4)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 400);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            assert!(
+                body.contains("invalid_request") && body.contains("beyond"),
+                "{body}"
+            );
+        }
+        other => panic!("expected 400, got {:?}", other.map(|_| ())),
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(3))
+        .await
+        .expect("from the head is fine");
+    server.append("orders", 1).await;
+    assert_eq!(positions(&mut ws, 1).await, vec![4]);
+}

@@ -75,7 +75,7 @@ const EMPTY_READ_PAUSE: Duration = Duration::from_millis(10);
     params(SubscribeQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol: event frames follow"),
-        (status = 400, description = "Bad query, header or not a WebSocket request", body = crate::error::ErrorEnvelope),
+        (status = 400, description = "Bad query, header, a named consumer's `from` beyond the committed head, or not a WebSocket request", body = crate::error::ErrorEnvelope),
         (status = 503, description = "Too many subscriptions", body = crate::error::ErrorEnvelope),
     ),
     security(("bearer" = []))
@@ -114,6 +114,19 @@ pub async fn subscribe(
     };
     let explicit = q.from.or(last_event_id);
     let head = *subs.app.journal.committed_head().borrow();
+    // A named consumer starting past the log would skip every event up to
+    // that position once they exist: refused as an ack past it is.
+    if let (Some(_), Some(from)) = (&consumer, explicit) {
+        if from > head {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "from {from} is beyond the last committed position {head}: a named consumer resumes from a position it has seen"
+                ),
+            )
+            .with_details(serde_json::json!({ "from": from, "head": head })));
+        }
+    }
     let params = Params {
         consumer,
         stored,
