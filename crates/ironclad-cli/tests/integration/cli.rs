@@ -636,3 +636,29 @@ fn damaged_and_empty_databases_are_refused_naming_the_file() {
         "{stderr}"
     );
 }
+
+/// `--quarantine-failed` is local only: against a server it is refused as
+/// a usage error (exit 2) before any request, instead of being ignored.
+#[test]
+fn dump_replay_quarantine_failed_is_refused_with_server() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = ironclad(tmp.path())
+        .args([
+            "--server",
+            "http://127.0.0.1:9",
+            "dump",
+            "replay",
+            "--all",
+            "--quarantine-failed",
+        ])
+        .env_remove("IRONCLAD_SERVER")
+        .env_remove("IRONCLAD_TOKEN")
+        .output()
+        .expect("run ironclad");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--quarantine-failed is local only"),
+        "{stderr}"
+    );
+}
