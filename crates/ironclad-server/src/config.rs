@@ -13,6 +13,8 @@
 //! listen = "127.0.0.1:7070"
 //! insecure_no_auth = false              # allow a non-loopback bind without tokens
 //! shutdown_deadline_ms = 10000
+//! allowed_origins = []                  # web origins besides the server's own, e.g. "http://localhost:3000"
+//! allowed_hosts = []                    # Host names besides IPs and localhost, e.g. "ironclad.internal"
 //!
 //! [[server.tokens]]
 //! token = "…"                           # never logged
@@ -40,7 +42,9 @@
 //! `IRONCLAD_LISTEN`, `IRONCLAD_DATA_DIR`, `IRONCLAD_INSECURE_NO_AUTH`
 //! (`1`/`true`/`0`/`false`), `IRONCLAD_TOKENS` (replaces the file's tokens:
 //! comma-separated `role:token` pairs, e.g.
-//! `producer:p-secret,admin:a-secret`), and one `IRONCLAD_<KEY>` per limit,
+//! `producer:p-secret,admin:a-secret`), `IRONCLAD_ALLOWED_ORIGINS` and
+//! `IRONCLAD_ALLOWED_HOSTS` (comma-separated; replace the file's lists),
+//! and one `IRONCLAD_<KEY>` per limit,
 //! e.g. `IRONCLAD_BODY_BYTES_MAX`.
 
 use std::net::SocketAddr;
@@ -71,6 +75,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "IRONCLAD_TOKENS",
         "comma-separated role:token pairs; replaces [[server.tokens]]",
+    ),
+    (
+        "IRONCLAD_ALLOWED_ORIGINS",
+        "comma-separated web origins; replaces server.allowed_origins",
+    ),
+    (
+        "IRONCLAD_ALLOWED_HOSTS",
+        "comma-separated Host names; replaces server.allowed_hosts",
     ),
     ("IRONCLAD_BODY_BYTES_MAX", "limits.body_bytes_max"),
     (
@@ -337,6 +349,11 @@ pub struct ServerConfig {
     pub tokens: Vec<TokenConfig>,
     /// Allows binding a non-loopback address without tokens.
     pub insecure_no_auth: bool,
+    /// Web origins allowed besides the server's own (`crate::origin`).
+    pub allowed_origins: Vec<String>,
+    /// Host names allowed besides IP literals and `localhost`
+    /// (`crate::origin`; checked only without tokens, or when set).
+    pub allowed_hosts: Vec<String>,
     /// Request limits.
     pub limits: ServerLimits,
     /// Journal settings.
@@ -357,6 +374,8 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./ironclad-data"),
             tokens: Vec::new(),
             insecure_no_auth: false,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             limits: ServerLimits::default(),
             journal: JournalSettings::default(),
             subscribe: SubscribeSettings::default(),
@@ -435,6 +454,8 @@ fn check_tokens(tokens: &[TokenConfig]) -> Result<(), ServerConfigError> {
 struct ServerSection {
     listen: Option<String>,
     insecure_no_auth: Option<bool>,
+    allowed_origins: Option<Vec<String>>,
+    allowed_hosts: Option<Vec<String>>,
     shutdown_deadline_ms: Option<u64>,
     tokens: Option<Vec<TokenConfig>>,
     limits: Option<ServerLimits>,
@@ -528,6 +549,18 @@ impl ServerConfig {
         if let Some(b) = s.insecure_no_auth {
             self.insecure_no_auth = b;
         }
+        let list = |field: &str, v: Vec<String>, one: fn(&str) -> Result<String, String>| {
+            v.iter()
+                .map(|e| one(e))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ServerConfigError::Toml(format!("server.{field}: {e}")))
+        };
+        if let Some(v) = s.allowed_origins {
+            self.allowed_origins = list("allowed_origins", v, crate::origin::parse_origin)?;
+        }
+        if let Some(v) = s.allowed_hosts {
+            self.allowed_hosts = list("allowed_hosts", v, crate::origin::parse_host)?;
+        }
         if let Some(ms) = s.shutdown_deadline_ms {
             self.shutdown_deadline_ms = ms;
         }
@@ -570,6 +603,14 @@ impl ServerConfig {
         }
         if let Some(v) = get("IRONCLAD_TOKENS") {
             self.tokens = parse_tokens(&v).map_err(|e| bad("IRONCLAD_TOKENS", e))?;
+        }
+        if let Some(v) = get("IRONCLAD_ALLOWED_ORIGINS") {
+            self.allowed_origins = crate::origin::parse_list(&v, crate::origin::parse_origin)
+                .map_err(|e| bad("IRONCLAD_ALLOWED_ORIGINS", e))?;
+        }
+        if let Some(v) = get("IRONCLAD_ALLOWED_HOSTS") {
+            self.allowed_hosts = crate::origin::parse_list(&v, crate::origin::parse_host)
+                .map_err(|e| bad("IRONCLAD_ALLOWED_HOSTS", e))?;
         }
         let l = &mut self.limits;
         let usizes: [(&str, &mut usize); 4] = [
@@ -616,6 +657,15 @@ impl ServerConfig {
     /// The token table for [`crate::handlers::guard::require`].
     pub fn auth(&self) -> Auth {
         Auth::new(self.tokens.iter().map(|t| (t.token.clone(), t.role)))
+    }
+
+    /// The Host, Origin and content-type policy ([`crate::origin`]).
+    pub fn origin_policy(&self) -> crate::origin::OriginPolicy {
+        crate::origin::OriginPolicy {
+            allowed_origins: self.allowed_origins.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            tokens: !self.tokens.is_empty(),
+        }
     }
 
     /// The journal configuration this server opens its data directory with.
@@ -835,6 +885,24 @@ body_bytes_max = 4096
             !format!("{c:?}").contains("pppppppp"),
             "tokens never in Debug"
         );
+    }
+
+    #[test]
+    fn allowed_origins_and_hosts_from_file_and_env() {
+        let text = "[server]\nallowed_origins = [\"HTTP://App.Example:3000\"]\nallowed_hosts = [\"box.lan\"]\n";
+        let mut c = ServerConfig::from_toml_str(text).expect("parse");
+        assert_eq!(c.allowed_origins, ["http://app.example:3000"]);
+        assert_eq!(c.origin_policy().allowed_hosts, ["box.lan"]);
+        c.apply_env(|k| (k == "IRONCLAD_ALLOWED_HOSTS").then(|| "a.lan, b.lan:1".into()))
+            .expect("env");
+        assert_eq!(c.allowed_hosts, ["a.lan", "b.lan:1"]);
+        let e = ServerConfig::from_toml_str("[server]\nallowed_origins = [\"evil\"]\n")
+            .expect_err("not an origin");
+        assert!(e.to_string().contains("server.allowed_origins"), "{e}");
+        let e = c
+            .apply_env(|k| (k == "IRONCLAD_ALLOWED_ORIGINS").then(|| "http://a/b".into()))
+            .expect_err("a path");
+        assert!(e.to_string().contains("IRONCLAD_ALLOWED_ORIGINS"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,19 @@ pub enum ErrorCode {
     Internal,
     /// The path exists but not for this HTTP method.
     MethodNotAllowed,
+    /// A body that is not declared `Content-Type: application/json`.
+    UnsupportedMediaType,
+    /// The request's `Origin` is neither the server's own nor configured.
+    OriginNotAllowed,
+    /// The request's `Host` is not one the server answers to (DNS rebinding).
+    HostNotAllowed,
+    /// The request could not be parsed as HTTP/1 (request line, header or
+    /// path), answered before any router runs.
+    BadRequest,
+    /// The request head is too large or has too many headers.
+    HeadersTooLarge,
+    /// The request target (path and query) is too long.
+    UriTooLong,
 }
 
 impl ErrorCode {
@@ -73,13 +86,18 @@ impl ErrorCode {
             ErrorCode::LedgerMismatch => StatusCode::CONFLICT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::OriginNotAllowed | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
         }
     }
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidRequest,
         ErrorCode::BodyTooLarge,
@@ -97,6 +115,12 @@ impl ErrorCode {
         ErrorCode::LedgerMismatch,
         ErrorCode::Internal,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::HostNotAllowed,
+        ErrorCode::BadRequest,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::UriTooLong,
     ];
 
     /// The code as it appears on the wire.
@@ -119,6 +143,12 @@ impl ErrorCode {
             ErrorCode::LedgerMismatch => "ledger_mismatch",
             ErrorCode::Internal => "internal",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::UriTooLong => "uri_too_long",
         }
     }
 }
@@ -234,7 +264,7 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         StatusCode::UNAUTHORIZED => (ErrorCode::Unauthorized, "authentication failed"),
         StatusCode::FORBIDDEN => (ErrorCode::Forbidden, "this token may not call this endpoint"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            ErrorCode::InvalidRequest,
+            ErrorCode::UnsupportedMediaType,
             "unsupported content type: send `Content-Type: application/json`",
         ),
         s if s.is_client_error() => (

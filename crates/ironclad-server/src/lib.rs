@@ -12,7 +12,9 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod head_errors;
 pub mod openapi;
+pub mod origin;
 pub mod serve;
 pub mod state;
 

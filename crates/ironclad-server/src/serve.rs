@@ -7,8 +7,10 @@
 //! connection is served; one over the limit is answered 503
 //! `too_many_connections` and closed) and `header_timeout_ms` (hyper's
 //! HTTP/1 header read timeout, against slowloris; it also closes idle
-//! keep-alive connections). The request timeout, the body limit and the
-//! JSON shape of every error are router layers ([`app`]).
+//! keep-alive connections). The request timeout, the body limit, the
+//! Host/Origin/content-type checks ([`crate::origin`]) and the JSON shape of
+//! every error are router layers ([`app`]); errors hyper answers itself are
+//! given their JSON body by a socket wrapper ([`crate::head_errors`]).
 //!
 //! Shutdown: stop accepting; ask every connection to finish its request in
 //! flight and close (idle ones close at once); wait for them up to the
@@ -72,7 +74,8 @@ pub enum ServeError {
 pub type Engine = Arc<DeliveryEngine<SqliteStore>>;
 
 /// The whole API with the request-level limits: the body limit (413
-/// `body_too_large`), the request timeout (408 `timeout`), and the JSON
+/// `body_too_large`), the request timeout (408 `timeout`), the Host, Origin
+/// and content-type checks (403, 415: [`crate::origin`]), and the JSON
 /// error shape for errors the framework produces itself.
 pub fn app(state: AppState) -> Router {
     let subs =
@@ -85,9 +88,14 @@ pub fn app(state: AppState) -> Router {
 pub fn app_with(state: AppState, subs: handlers::subscribe::Subscriptions) -> Router {
     let body_max = state.config.limits.body_bytes_max;
     let timeout = state.config.request_timeout();
+    let origin_policy = state.config.origin_policy();
     handlers::router_with(state, subs)
         .layer(DefaultBodyLimit::max(body_max))
         .layer(from_fn_with_state(timeout, request_timeout))
+        .layer(from_fn_with_state(
+            Arc::new(origin_policy),
+            crate::origin::check,
+        ))
         .layer(from_fn(json_errors))
 }
 
@@ -305,7 +313,10 @@ async fn serve_connection(
 ) {
     let service = TowerToHyperService::new(router);
     let conn = http
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(
+            TokioIo::new(crate::head_errors::JsonHeadErrors::new(stream)),
+            service,
+        )
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {

@@ -39,7 +39,12 @@ async fn ingest_and_read_over_http() {
         "the current version"
     );
 
-    let bad = send(http.post(&url).body("{not json")).await;
+    let bad = send(
+        http.post(&url)
+            .header("content-type", "application/json")
+            .body("{not json"),
+    )
+    .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.code(), Some("invalid_json"));
     let bad_name = send(

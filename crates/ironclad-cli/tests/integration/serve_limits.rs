@@ -45,10 +45,24 @@ async fn body_events_and_depth_limits() {
 
     let nest = |n: usize| format!("{}0{}", "[".repeat(n), "]".repeat(n));
     let deep = format!(r#"{{"events":[{{"type":"t","payload":{}}}]}}"#, nest(11));
-    let a = send(http.post(&url).body(deep)).await;
+    let a = send(
+        http.post(&url)
+            .header("content-type", "application/json")
+            .body(deep),
+    )
+    .await;
     assert_eq!((a.status, a.code()), (400, Some("json_too_deep")));
     let ok = format!(r#"{{"events":[{{"type":"t","payload":{}}}]}}"#, nest(10));
-    assert_eq!(send(http.post(&url).body(ok)).await.status, 201);
+    assert_eq!(
+        send(
+            http.post(&url)
+                .header("content-type", "application/json")
+                .body(ok)
+        )
+        .await
+        .status,
+        201
+    );
 }
 
 /// Reads until EOF, an error, or `limit`; returns what arrived and when the

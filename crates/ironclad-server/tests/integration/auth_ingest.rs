@@ -55,7 +55,10 @@ async fn every_role_against_every_ingest_endpoint() {
             } else {
                 Body::empty()
             };
-            let mut req = Request::builder().method(method.clone()).uri(uri);
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .header("content-type", "application/json");
             if let Some(h) = header {
                 req = req.header("authorization", *h);
             }

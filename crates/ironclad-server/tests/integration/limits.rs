@@ -89,6 +89,7 @@ async fn a_full_queue_is_429_queue_full_with_retry_after() {
     let fill = tokio::spawn(async move {
         use tower::ServiceExt;
         let req = axum::http::Request::post("/v1/streams/s/events")
+            .header("content-type", "application/json")
             .body(axum::body::Body::from(body))
             .expect("request");
         router.oneshot(req).await.map(|r| r.status())

@@ -5,10 +5,13 @@
 //! which the other modules' traffic would change.
 
 mod ingest_support;
+mod served;
 
 mod admin;
 mod auth_ingest;
+mod head_errors;
 mod ingest;
 mod limits;
+mod origin;
 mod ready;
 mod subscribe;
