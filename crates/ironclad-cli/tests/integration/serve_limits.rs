@@ -94,7 +94,7 @@ fn slow_headers_are_cut_off() {
     let mut stream = TcpStream::connect(server.addr).expect("connect");
     let started = Instant::now();
     stream
-        .write_all(b"GET /v1/streams HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /v1/streams HTTP/1.1\r\nHost: localhost\r\n")
         .expect("write");
     // Trickle one header byte every 100 ms, never finishing the head.
     let mut closed = false;
@@ -142,7 +142,7 @@ fn a_body_that_never_arrives_is_408_timeout() {
     let server = start(dir.path(), &[], &[("IRONCLAD_REQUEST_TIMEOUT_MS", "500")]);
     let mut stream = TcpStream::connect(server.addr).expect("connect");
     stream
-        .write_all(b"POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ev")
+        .write_all(b"POST /v1/streams/s/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ev")
         .expect("write");
     let (text, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
@@ -160,7 +160,7 @@ fn one_connection_over_the_limit_is_503_too_many_connections() {
     std::thread::sleep(Duration::from_millis(200));
     let mut third = TcpStream::connect(server.addr).expect("connect");
     third
-        .write_all(b"GET /v1/streams HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /v1/streams HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("write");
     let (text, closed) = read_until_closed(&mut third, Duration::from_secs(5));
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
@@ -176,7 +176,7 @@ fn one_connection_over_the_limit_is_503_too_many_connections() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut s = TcpStream::connect(server.addr).expect("connect");
-        s.write_all(b"GET /v1/streams HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.write_all(b"GET /v1/streams HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .expect("write");
         let (text, _) = read_until_closed(&mut s, Duration::from_secs(5));
         if text.starts_with("HTTP/1.1 200") {
