@@ -131,3 +131,14 @@ async fn an_answer_before_the_refused_head_is_untouched() {
     assert!(refusal.contains(r#""code":"bad_request""#), "{refusal}");
     server.stop().await;
 }
+
+/// The limit the module documents: an HTTP/2 preface gets no answer at
+/// all (hyper closes; an HTTP/1 body would mean nothing to an h2 client).
+#[tokio::test]
+async fn an_http2_preface_is_closed_without_an_answer() {
+    let server = start(|_| {}, None).await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let bytes = raw_bytes(server.addr, preface).await;
+    assert!(bytes.is_empty(), "{}", String::from_utf8_lossy(&bytes));
+    server.stop().await;
+}
