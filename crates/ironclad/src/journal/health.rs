@@ -1,5 +1,5 @@
 //! Whether the journal's writes succeed now, for readiness probes and for
-//! shutdown (`docs/operations.md`, "Readiness").
+//! shutdown (`docs/api-admin.md`, "Readiness").
 //!
 //! The rule: the latest write decides. A group commit, a state write or a
 //! write probe that fails (a full disk, an I/O error, a read-only file
