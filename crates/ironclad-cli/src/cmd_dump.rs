@@ -29,8 +29,10 @@ pub enum DumpAction {
         all: bool,
         /// Set aside each record the journal refuses (wrong expected
         /// version, idempotency conflict, invalid) in a quarantine file
-        /// next to the dump, fsynced, and go on; without it, the replay
-        /// stops at the first such record and keeps the dump.
+        /// next to the dump, fsynced, and go on; lines of the dump that are
+        /// not records (a damaged file) are set aside there too, verbatim.
+        /// Without it, the replay stops at the first such record (or bad
+        /// line) and keeps the dump.
         #[arg(long)]
         quarantine_failed: bool,
     },
@@ -130,7 +132,7 @@ pub(crate) fn print_replay(
         );
         if let Some(q) = &report.quarantined_to {
             println!(
-                "{}: {} records could not be appended and were set aside in {}",
+                "{}: {} records or unreadable lines could not be appended and were set aside in {}",
                 path.display(),
                 report.quarantined,
                 q.display()

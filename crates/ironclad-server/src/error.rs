@@ -61,6 +61,10 @@ pub enum ErrorCode {
     HeadersTooLarge,
     /// The request target (path and query) is too long.
     UriTooLong,
+    /// The database file is damaged: not retryable; restore it from a backup.
+    DatabaseCorrupt,
+    /// The disk holding the database is full: free space, then retry.
+    InsufficientStorage,
 }
 
 impl ErrorCode {
@@ -91,13 +95,15 @@ impl ErrorCode {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::DatabaseCorrupt => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidRequest,
         ErrorCode::BodyTooLarge,
@@ -121,6 +127,8 @@ impl ErrorCode {
         ErrorCode::BadRequest,
         ErrorCode::HeadersTooLarge,
         ErrorCode::UriTooLong,
+        ErrorCode::DatabaseCorrupt,
+        ErrorCode::InsufficientStorage,
     ];
 
     /// The code as it appears on the wire.
@@ -149,6 +157,8 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::DatabaseCorrupt => "database_corrupt",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
         }
     }
 }
@@ -347,11 +357,8 @@ impl From<ironclad::AppendError> for ApiError {
             )
             .retry_after(5),
             A::FailedClosed => ApiError::new(ErrorCode::Unavailable, message).retry_after(30),
-            A::Store(_) | A::WriterGone | A::Dumped { .. } => {
-                ApiError::new(ErrorCode::Unavailable, message)
-                    .with_details(serde_json::json!({ "retry_with_same_ids": true }))
-                    .retry_after(1)
-            }
+            A::Store(e) => store_condition(&e).unwrap_or_else(|| retry_same_ids(message)),
+            A::WriterGone | A::Dumped { .. } => retry_same_ids(message),
         }
     }
 }
@@ -361,13 +368,56 @@ impl From<ironclad::ReadError> for ApiError {
     fn from(e: ironclad::ReadError) -> Self {
         match e {
             ironclad::ReadError::Invalid(v) => validation_error(v),
-            ironclad::ReadError::Store(s) => ApiError::new(
-                ErrorCode::Unavailable,
-                format!("reading failed: {s}; retry later"),
-            )
-            .retry_after(1),
+            ironclad::ReadError::Store(s) => store_error(&s, "reading"),
         }
     }
+}
+
+/// Seconds a client is told to wait after a full disk: freeing space takes
+/// an operator, not a moment.
+const DISK_FULL_RETRY_AFTER_SECS: u64 = 10;
+
+/// The store failures that are a condition of the server, not of the
+/// request, each with its own code: a damaged database file (500
+/// `database_corrupt`, not retryable, no `Retry-After`) and a full disk
+/// (507 `insufficient_storage`, with `Retry-After`). `None` for others.
+pub fn store_condition(e: &ironclad::StoreError) -> Option<ApiError> {
+    match e {
+        ironclad::StoreError::CorruptDatabase(c) => Some(
+            ApiError::new(ErrorCode::DatabaseCorrupt, c.to_string()).with_details(
+                serde_json::json!({ "path": c.path.display().to_string(), "retryable": false }),
+            ),
+        ),
+        ironclad::StoreError::DiskFull(d) => Some(
+            ApiError::new(ErrorCode::InsufficientStorage, d.to_string())
+                .with_details(serde_json::json!({
+                    "path": d.path.display().to_string(),
+                    "retry_with_same_ids": true,
+                }))
+                .retry_after(DISK_FULL_RETRY_AFTER_SECS),
+        ),
+        _ => None,
+    }
+}
+
+/// Maps a store failure met while `doing` something: a condition of the
+/// server ([`store_condition`]), else `unavailable`, retryable.
+pub fn store_error(e: &ironclad::StoreError, doing: &str) -> ApiError {
+    store_condition(e).unwrap_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!("{doing} failed: {e}; retry later"),
+        )
+        .retry_after(1)
+    })
+}
+
+/// `unavailable` for an append whose outcome a resend with the same ids
+/// will tell.
+fn retry_same_ids(message: String) -> ApiError {
+    ApiError::new(ErrorCode::Unavailable, message)
+        .with_details(serde_json::json!({ "retry_with_same_ids": true }))
+        .retry_after(1)
 }
 
 /// An expected version as the API writes it: `"any"`, `"no_stream"`,
@@ -405,6 +455,26 @@ mod tests {
             let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
             assert!(doc.contains(&row), "docs/api-errors.md lacks the row {row}");
         }
+    }
+
+    /// A real `SQLITE_FULL` is produced in `ironclad`'s store tests
+    /// (`store::sqlite::probe`); here, what the API makes of it.
+    #[test]
+    fn a_full_disk_is_507_with_retry_after_and_says_to_free_space() {
+        let full = ironclad::StoreError::DiskFull(ironclad::DiskFull {
+            path: "/data/ironclad.db".into(),
+            detail: "sqlite: database or disk is full".into(),
+        });
+        let e = ApiError::from(ironclad::AppendError::Store(std::sync::Arc::new(full)));
+        assert_eq!(e.code.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(e.code.as_str(), "insufficient_storage");
+        assert_eq!(e.retry_after_s, Some(DISK_FULL_RETRY_AFTER_SECS));
+        assert_eq!(e.details["retry_with_same_ids"], true);
+        assert!(
+            e.message.contains("/data/ironclad.db") && e.message.contains("free disk space"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -388,8 +388,42 @@ pub fn list_dumps(data_dir: &Path) -> Result<Vec<DumpInfo>, DumpError> {
 /// or on a line over [`DUMP_LINE_BYTES_MAX`] (read no further than one byte
 /// past the limit, so a damaged file cannot exhaust memory).
 pub fn read_dump(path: &Path) -> Result<Vec<DumpRecord>, DumpError> {
+    read_dump_lines(path)?
+        .into_iter()
+        .map(|l| match l {
+            DumpLine::Record(r) => Ok(r),
+            DumpLine::Bad { line, reason, .. } => Err(DumpError::BadLine {
+                path: path.to_path_buf(),
+                line,
+                reason,
+            }),
+        })
+        .collect()
+}
+
+/// A non-blank line of a dump, as [`read_dump_lines`] found it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DumpLine {
+    /// A record.
+    Record(DumpRecord),
+    /// A line that is not a record (a damaged file), kept verbatim.
+    Bad {
+        /// 1-based line number.
+        line: usize,
+        /// The line's bytes, without its newline.
+        bytes: Vec<u8>,
+        /// Why it is not a record.
+        reason: String,
+    },
+}
+
+/// Reads every non-blank line of a dump, as a record or as a bad line,
+/// for a replay that sets bad lines aside instead of stopping. Fails on a
+/// line over [`DUMP_LINE_BYTES_MAX`] or more than [`DUMP_RECORDS_MAX`]
+/// lines, as [`read_dump`] does.
+pub fn read_dump_lines(path: &Path) -> Result<Vec<DumpLine>, DumpError> {
     let mut reader = BufReader::new(File::open(path).map_err(io(path))?);
-    let mut records = Vec::new();
+    let mut lines = Vec::new();
     let mut line = Vec::new();
     let mut number = 0usize;
     loop {
@@ -402,7 +436,7 @@ pub fn read_dump(path: &Path) -> Result<Vec<DumpRecord>, DumpError> {
             .read_until(b'\n', &mut line)
             .map_err(io(path))?;
         if n == 0 {
-            return Ok(records);
+            return Ok(lines);
         }
         if line.last() == Some(&b'\n') {
             line.pop();
@@ -416,13 +450,15 @@ pub fn read_dump(path: &Path) -> Result<Vec<DumpRecord>, DumpError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let record = serde_json::from_slice(&line).map_err(|e| DumpError::BadLine {
-            path: path.to_path_buf(),
-            line: number,
-            reason: e.to_string(),
-        })?;
-        records.push(record);
-        if records.len() > DUMP_RECORDS_MAX {
+        lines.push(match serde_json::from_slice(&line) {
+            Ok(record) => DumpLine::Record(record),
+            Err(e) => DumpLine::Bad {
+                line: number,
+                bytes: line.clone(),
+                reason: e.to_string(),
+            },
+        });
+        if lines.len() > DUMP_RECORDS_MAX {
             return Err(DumpError::TooLarge {
                 path: path.to_path_buf(),
                 what: format!("more than {DUMP_RECORDS_MAX} records"),
@@ -449,12 +485,59 @@ pub struct QuarantinedRecord {
     pub record: DumpRecord,
 }
 
+/// A line of a dump that is not a record, set aside by a replay, as one
+/// line of a quarantine file. The line is kept whole: as `line` when it is
+/// UTF-8, else as `line_hex`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantinedLine {
+    /// The dump it came from.
+    pub dump: PathBuf,
+    /// Its 1-based line number in the dump.
+    pub line_number: usize,
+    /// Why it is not a record.
+    pub error: String,
+    /// The line, when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    /// The line's bytes in hex, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_hex: Option<String>,
+}
+
+impl QuarantinedLine {
+    /// Line `line_number` of `dump`, `bytes`, not a record because of `error`.
+    pub fn new(dump: &Path, line_number: usize, bytes: Vec<u8>, error: String) -> Self {
+        let (line, line_hex) = match String::from_utf8(bytes) {
+            Ok(text) => (Some(text), None),
+            Err(e) => (None, Some(hex::encode(e.as_bytes()))),
+        };
+        QuarantinedLine {
+            dump: dump.to_path_buf(),
+            line_number,
+            error,
+            line,
+            line_hex,
+        }
+    }
+}
+
+/// One line of a quarantine file: a record that could not be appended, or
+/// a line that was not a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum QuarantineEntry {
+    /// A record the store refused.
+    Record(QuarantinedRecord),
+    /// A line that is not a record.
+    Line(QuarantinedLine),
+}
+
 /// Writes the records a replay of `dump` set aside to a new quarantine
 /// file next to it (`quarantine-<time>-<dump's name>`), durably, before
 /// the dump may be archived. Returns its path. Blocking.
-pub fn write_quarantine(
+pub fn write_quarantine<T: Serialize>(
     dump: &Path,
-    records: &[QuarantinedRecord],
+    records: &[T],
     now_us: i64,
 ) -> Result<PathBuf, DumpError> {
     let dir = dump.parent().unwrap_or(Path::new("."));

@@ -40,6 +40,10 @@ pub enum StoreError {
     /// `SQLITE_NOTADB`, or a failed integrity check at open).
     #[error(transparent)]
     CorruptDatabase(CorruptDatabase),
+    /// SQLite could not grow the database or its WAL (`SQLITE_FULL`):
+    /// nothing of the failed write was stored.
+    #[error(transparent)]
+    DiskFull(DiskFull),
     /// The database file exists but is empty: what it held is gone.
     #[error("database file {path} is empty (0 bytes): the events it held are gone (the file was truncated, or the disk lost it), and Ironclad will not create an empty journal over it; restore the data directory from a backup, or, if it never held events, delete the file to start a new journal")]
     EmptyDatabaseFile {
@@ -65,6 +69,29 @@ pub struct CorruptDatabase {
     pub path: PathBuf,
     /// What SQLite reported.
     pub detail: String,
+}
+
+/// The disk (or a size limit) left no room to write, named with what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("the disk holding {path} is full ({detail}), so the write was refused and nothing of it was stored: free disk space (or raise the file-size limit or quota); writes succeed again without a restart, and appends can be retried with the same ids")]
+pub struct DiskFull {
+    /// The database file.
+    pub path: PathBuf,
+    /// What SQLite reported.
+    pub detail: String,
+}
+
+/// Why [`crate::Journal::health`] says the journal cannot take writes now.
+#[derive(Debug, Clone, Error)]
+pub enum Unhealthy {
+    /// The database file is damaged; only a restore helps (sticky until
+    /// the journal is reopened).
+    #[error(transparent)]
+    Damaged(CorruptDatabase),
+    /// The latest write (group commit, state write or write probe) failed;
+    /// cleared by the next write that succeeds.
+    #[error("writes to the journal are failing: {0}; the journal keeps trying (every append, and a probe write every second while idle) and is ready again once one succeeds")]
+    WritesFailing(Arc<StoreError>),
 }
 
 /// An event row whose column holds a value of another SQLite storage class
@@ -270,6 +297,11 @@ pub enum ControlError {
     /// the data is durable in the WAL and is checkpointed at the next open.
     #[error("the final WAL checkpoint failed (the data is durable in the WAL and will be checkpointed at the next open): {0}")]
     FinalWalCheckpoint(Arc<StoreError>),
+    /// A change to the state beside the log (delivery progress, dead
+    /// letters, checkpoints) failed and was not applied; the journal is
+    /// unready until a write succeeds (see [`crate::Journal::health`]).
+    #[error("{0}")]
+    StateWrite(Arc<StoreError>),
     /// The deadline passed before the queue drained.
     #[error("shutdown deadline passed with work still queued: the writer keeps draining in the background, but acknowledgements after the deadline are not awaited")]
     DeadlineExceeded,

@@ -37,8 +37,8 @@ pub use ironclad_core::{expected, hash, ledger, model, validate};
 
 pub use config::{Durability, JournalConfig};
 pub use error::{
-    AppendError, ColumnTypeError, ControlError, CorruptDatabase, MigrateError, OpenError,
-    ReadError, ReplayError, StoreError, VerifyError,
+    AppendError, ColumnTypeError, ControlError, CorruptDatabase, DiskFull, MigrateError, OpenError,
+    ReadError, ReplayError, StoreError, Unhealthy, VerifyError,
 };
 pub use expected::WrongExpectedVersion;
 pub use journal::{

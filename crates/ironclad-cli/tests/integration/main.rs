@@ -10,5 +10,6 @@ mod cli_delivery;
 mod realtime;
 mod remote;
 mod serve_auth;
+mod serve_disk;
 mod serve_ingest;
 mod serve_limits;

@@ -155,7 +155,9 @@ pub async fn healthz() -> Json<HealthResponse> {
 }
 
 /// Why the journal cannot take writes, if it cannot: a damaged database
-/// file ([`Journal::health`]), a stopped writer, or a shutdown under way.
+/// file or failing writes ([`Journal::health`]: from a write that failed,
+/// say on a full disk, until one succeeds), a stopped writer, or a
+/// shutdown under way (`docs/api-admin.md`, "Readiness").
 ///
 /// With today's public journal API this sees a writer that has stopped
 /// (after `shutdown` completes, or a crashed writer thread). It cannot yet
@@ -166,9 +168,11 @@ pub async fn healthz() -> Json<HealthResponse> {
 pub fn journal_unready<S: Store>(journal: &Journal<S>) -> Option<Cow<'static, str>> {
     // A damaged database file, once any read or write met it, stays
     // unready until the journal is reopened: serving it would answer
-    // "retry later" to requests that can never succeed.
-    if let Err(damage) = journal.health() {
-        return Some(Cow::Owned(damage.to_string()));
+    // "retry later" to requests that can never succeed. Failing writes
+    // (a full disk) stay unready until a write, or the writer's idle probe
+    // write, succeeds again.
+    if let Err(unhealthy) = journal.health() {
+        return Some(Cow::Owned(unhealthy.to_string()));
     }
     // The writer owns the committed-head sender: it is dropped exactly when
     // the writer thread stops.

@@ -5,6 +5,7 @@
 //! writer thread (see [`writer`]). The acknowledgement arrives only after the
 //! group commit holding the append is durable at the configured level.
 
+mod health;
 mod reader;
 mod replay;
 mod writer;
@@ -23,7 +24,7 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore, TryAcquireErr
 use uuid::Uuid;
 
 use crate::config::JournalConfig;
-use crate::error::{AppendError, ControlError, OpenError};
+use crate::error::{AppendError, ControlError, OpenError, Unhealthy};
 use crate::lockfile::DataDirLock;
 use crate::metrics as m;
 use crate::model::{AppendResult, ExpectedVersion, NewEvent};
@@ -32,6 +33,7 @@ use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{PreparedAppend, Store};
 use crate::validate::{append_bytes, compact_json, validate_append, ValidationError};
 
+use health::WriteHealth;
 pub use reader::{LogReader, VerifyOptions, VerifyReport, READ_LIMIT_MAX};
 pub use replay::{ReplayOptions, ReplayReport};
 use writer::{BatchBounds, Command, Control, Counters, Exit, QueueGauge, QueuedAppend, WriterEnv};
@@ -60,6 +62,8 @@ struct Shared<S: Store> {
     closed: AtomicBool,
     /// Set by the writer when an emergency dump fails: refuse all new work.
     failed_closed: Arc<AtomicBool>,
+    /// Whether the latest write succeeded (the writer records it).
+    write_health: Arc<WriteHealth>,
     /// Failed group commits so far (the writer counts); flushes stamp it.
     failed_commits: Arc<AtomicU64>,
     /// Submitted appends the store rejected so far (the writer counts, once
@@ -141,6 +145,7 @@ impl<S: Store> Journal<S> {
         };
         let (exited_tx, writer_exited) = watch::channel(None);
         let failed_closed = Arc::new(AtomicBool::new(false));
+        let write_health = Arc::new(WriteHealth::default());
         let head = store.ledger_head()?.map_or(0, |h| h.position);
         let (head_tx, committed_head) = watch::channel(head);
         let env = WriterEnv {
@@ -152,6 +157,7 @@ impl<S: Store> Journal<S> {
                 .map(|ms| Duration::from_millis(*ms))
                 .collect(),
             failed_closed: Arc::clone(&failed_closed),
+            health: Arc::clone(&write_health),
         };
         let handle = std::thread::Builder::new()
             .name("ironclad-writer".into())
@@ -179,6 +185,7 @@ impl<S: Store> Journal<S> {
                 gauge,
                 closed: AtomicBool::new(false),
                 failed_closed,
+                write_health,
                 failed_commits,
                 rejected_submits,
                 writer_exited,
@@ -207,6 +214,20 @@ impl<S: Store> Journal<S> {
             Some("the journal is shutting down")
         } else {
             None
+        }
+    }
+
+    /// `Err` while the journal cannot be trusted to take writes: its
+    /// database file was found damaged (until it is reopened), or its
+    /// latest write failed, say on a full disk (until a write succeeds: an
+    /// append, a state write, or the probe write the writer runs every
+    /// second while idle). For readiness probes: cheap, changes nothing.
+    /// Shadows [`LogReader::health`], which sees damage only.
+    pub fn health(&self) -> Result<(), Unhealthy> {
+        self.shared.reader.health().map_err(Unhealthy::Damaged)?;
+        match self.shared.write_health.failing() {
+            Some(e) => Err(Unhealthy::WritesFailing(e)),
+            None => Ok(()),
         }
     }
 
@@ -373,7 +394,10 @@ impl<S: Store> Journal<S> {
     /// background, and calling `shutdown` again waits (within its own
     /// deadline) until it has stopped and the lock is free. Every call
     /// returns the same outcome once the writer has stopped: `NotDurable`
-    /// for a commit failure no flush reported, else `SubmitRejected` for
+    /// for a commit failure no flush reported if its error reached nobody
+    /// (a dropped ticket, lost submitted appends) or writes still fail (a
+    /// failure answered to its callers on a store that recovered since is
+    /// not one: see [`Journal::health`]), else `SubmitRejected` for
     /// rejected submitted appends no flush reported (they are recorded in
     /// their dumps either way). Cancel-safe: dropping the
     /// future does not stop the shutdown, which proceeds in the background.

@@ -10,7 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::emergency::{self, DumpError, QuarantinedRecord};
+use crate::emergency::{
+    self, DumpError, DumpLine, QuarantineEntry, QuarantinedLine, QuarantinedRecord,
+};
 use crate::error::{AppendError, ReplayError};
 use crate::metrics as m;
 use crate::model::{AppendResult, AppendStatus};
@@ -23,8 +25,10 @@ use super::Journal;
 pub struct ReplayOptions {
     /// Set aside each record the store refuses for a reason of its own (a
     /// wrong expected version, an idempotency conflict, invalid content) in
-    /// a quarantine file next to the dump, and go on. Without it, the
-    /// replay stops at the first such record. A failing store stops the
+    /// a quarantine file next to the dump, and go on; lines of the dump
+    /// that are not records at all (a damaged file) go there too, verbatim.
+    /// Without it, the replay stops at the first such record, and a dump
+    /// with a bad line is refused before anything is appended. A failing store stops the
     /// replay either way: that is not the record's fault.
     pub quarantine_failed: bool,
 }
@@ -38,7 +42,8 @@ pub struct ReplayReport {
     pub appended_events: u64,
     /// Events that were already in the store.
     pub already_appended_events: u64,
-    /// Records set aside (see [`ReplayOptions::quarantine_failed`]).
+    /// Records and unreadable lines set aside (see
+    /// [`ReplayOptions::quarantine_failed`]).
     pub quarantined: usize,
     /// The quarantine file holding them, if any were.
     pub quarantined_to: Option<PathBuf>,
@@ -81,6 +86,38 @@ async fn blocking<T: Send + 'static>(
         .map_err(ReplayError::Dump)
 }
 
+/// The dump's records, and, when `options` quarantine, its lines that are
+/// not records, to be set aside. Without quarantine a bad line refuses the
+/// whole dump, as [`emergency::read_dump`] does.
+async fn read_records(
+    path: &Path,
+    options: ReplayOptions,
+) -> Result<(Vec<emergency::DumpRecord>, Vec<QuarantineEntry>), ReplayError> {
+    let owned = path.to_path_buf();
+    if !options.quarantine_failed {
+        let records = blocking("reader", move || emergency::read_dump(&owned)).await?;
+        return Ok((records, Vec::new()));
+    }
+    let lines = blocking("reader", move || emergency::read_dump_lines(&owned)).await?;
+    let (mut records, mut bad) = (Vec::new(), Vec::new());
+    for line in lines {
+        match line {
+            DumpLine::Record(r) => records.push(r),
+            DumpLine::Bad {
+                line,
+                bytes,
+                reason,
+            } => {
+                let reason = format!("not a dump record: {reason}");
+                bad.push(QuarantineEntry::Line(QuarantinedLine::new(
+                    path, line, bytes, reason,
+                )));
+            }
+        }
+    }
+    Ok((records, bad))
+}
+
 impl<S: Store> Journal<S> {
     /// Replays an emergency dump, stopping at the first record that cannot
     /// be appended; see [`Journal::replay_dump_with`].
@@ -108,8 +145,7 @@ impl<S: Store> Journal<S> {
         options: ReplayOptions,
         progress: &mut (dyn FnMut(usize) + Send),
     ) -> Result<ReplayReport, ReplayError> {
-        let owned = path.to_path_buf();
-        let records = blocking("reader", move || emergency::read_dump(&owned)).await?;
+        let (records, mut quarantine) = read_records(path, options).await?;
         let mut report = ReplayReport {
             records: records.len(),
             appended_events: 0,
@@ -118,7 +154,6 @@ impl<S: Store> Journal<S> {
             quarantined_to: None,
             archived_to: path.to_path_buf(),
         };
-        let mut quarantine = Vec::new();
         for (i, record) in records.into_iter().enumerate() {
             let appended = self
                 .append(&record.stream, record.expected, record.to_events())
@@ -126,12 +161,12 @@ impl<S: Store> Journal<S> {
             match appended {
                 Ok(result) => report.tally(&result),
                 Err(error) if options.quarantine_failed && refuses_the_record(&error) => quarantine
-                    .push(QuarantinedRecord {
+                    .push(QuarantineEntry::Record(QuarantinedRecord {
                         dump: path.to_path_buf(),
                         record_number: i + 1,
                         error: error.to_string(),
                         record,
-                    }),
+                    })),
                 Err(error) => {
                     return Err(ReplayError::Append {
                         record: i + 1,

@@ -28,6 +28,8 @@ use crate::model::{AppendResult, AppendStatus};
 use crate::store::delivery::{StateApplied, StateWrite};
 use crate::store::{AppendRejection, PreparedAppend, StoreWriter};
 
+use super::health::{WriteHealth, WRITE_PROBE_INTERVAL};
+
 /// An append waiting in the queue. Its permits return queue capacity when it
 /// is dropped, i.e. after its acknowledgement is sent.
 pub(crate) struct QueuedAppend {
@@ -52,6 +54,8 @@ pub(crate) struct WriterEnv {
     /// The highest committed position, published after each commit that
     /// wrote events (subscriptions and dispatchers wait on it).
     pub committed_head: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Whether the latest write succeeded (readiness, and shutdown).
+    pub health: Arc<WriteHealth>,
 }
 
 impl WriterEnv {
@@ -121,13 +125,44 @@ struct FailureLog {
     last: Option<Arc<StoreError>>,
     /// A failure no flush has reported yet.
     unreported: bool,
+    /// Among the unreported failures, one whose error reached nobody: an
+    /// append whose ticket was dropped, or submitted appends that were lost.
+    unheard: bool,
+}
+
+/// A failed group commit: the error, and whether it reached nobody (see
+/// [`FailureLog::unheard`]).
+struct Failed {
+    error: Arc<StoreError>,
+    unheard: bool,
 }
 
 impl FailureLog {
-    fn record(&mut self, e: Arc<StoreError>) {
+    fn new(count: Arc<AtomicU64>) -> Self {
+        FailureLog {
+            count,
+            last: None,
+            unreported: false,
+            unheard: false,
+        }
+    }
+
+    fn record(&mut self, f: Failed) {
         self.count.fetch_add(1, Ordering::AcqRel);
-        self.last = Some(e);
+        self.last = Some(f.error);
         self.unreported = true;
+        self.unheard |= f.unheard;
+    }
+
+    /// What a stopping writer reports as not durable: an unreported
+    /// failure that reached nobody, or any unreported one while writes
+    /// are still failing. A failure its callers were answered with, on a
+    /// store that has recovered since (a full disk that was freed), leaves
+    /// nothing to report: every append was either committed or refused to
+    /// someone who heard it.
+    fn exit_failure(&self, health: &WriteHealth) -> Option<Arc<StoreError>> {
+        let unclean = self.unreported && (self.unheard || health.failing().is_some());
+        self.last.clone().filter(|_| unclean)
     }
 
     /// A flush sent when `seen` commits had failed: NotDurable if one failed
@@ -139,6 +174,7 @@ impl FailureLog {
             return Ok(());
         }
         self.unreported = false;
+        self.unheard = false;
         match &self.last {
             Some(e) => Err(ControlError::NotDurable(Arc::clone(e))),
             None => Ok(()),
@@ -234,27 +270,25 @@ pub(crate) fn run<W: StoreWriter>(
     env: WriterEnv,
 ) -> Exit {
     let gauge = counters.gauge;
-    let mut failures = FailureLog {
-        count: counters.failed_commits,
-        last: None,
-        unreported: false,
-    };
+    let mut failures = FailureLog::new(counters.failed_commits);
     let mut rejections = RejectionLog::new(counters.rejected_submits);
     loop {
-        let Ok(first) = rx.recv() else {
+        let Some(first) = next_command(&rx, &mut writer, &env.health) else {
             // All handles dropped: everything sent was committed or
             // recorded; nobody is left to hear about rejections, which
             // their dumps and the log keep.
-            return match failures.last.filter(|_| failures.unreported) {
+            return match failures.exit_failure(&env.health) {
                 Some(e) => Exit::NotDurable(e),
                 None => Exit::Clean,
             };
         };
         let (appends, control) = collect_batch(first, &rx, bounds);
         let batch = commit(&mut writer, appends, &gauge, &env, &mut rejections);
-        if let Err(e) = &batch {
-            failures.record(Arc::clone(e));
-        }
+        let batch = batch.map_err(|f| {
+            let e = Arc::clone(&f.error);
+            failures.record(f);
+            e
+        });
         match control {
             None => {}
             Some(Control::Flush {
@@ -279,9 +313,17 @@ pub(crate) fn run<W: StoreWriter>(
                 let _ = reply.send(result);
             }
             Some(Control::State { op, reply }) => {
-                let result = writer
-                    .apply_state(&op, crate::clock::now_us())
-                    .map_err(ControlError::from);
+                let result = match writer.apply_state(&op, crate::clock::now_us()) {
+                    Ok(applied) => {
+                        env.health.succeeded();
+                        Ok(applied)
+                    }
+                    Err(e) => {
+                        let e = Arc::new(e);
+                        env.health.failed(&e);
+                        Err(ControlError::StateWrite(e))
+                    }
+                };
                 let _ = reply.send(result);
             }
             Some(Control::Shutdown) => {
@@ -289,6 +331,29 @@ pub(crate) fn run<W: StoreWriter>(
             }
         }
     }
+}
+
+/// Waits for the next command. While writes are failing, probes the store
+/// each time it has been idle for [`WRITE_PROBE_INTERVAL`], so recovery is
+/// noticed with no traffic. `None` once every handle is gone.
+fn next_command<W: StoreWriter>(
+    rx: &Receiver<Command>,
+    writer: &mut W,
+    health: &WriteHealth,
+) -> Option<Command> {
+    while health.failing().is_some() {
+        match rx.recv_timeout(WRITE_PROBE_INTERVAL) {
+            Ok(cmd) => return Some(cmd),
+            Err(RecvTimeoutError::Disconnected) => return None,
+            Err(RecvTimeoutError::Timeout) => match writer.probe_write() {
+                // This store cannot probe: only a real write will tell.
+                None => break,
+                Some(Ok(())) => health.succeeded(),
+                Some(Err(e)) => health.failed(&Arc::new(e)),
+            },
+        }
+    }
+    rx.recv().ok()
 }
 
 /// Commits what passed the intake gate before it closed, then checkpoints
@@ -320,14 +385,12 @@ fn shut_down<W: StoreWriter>(
         if rest.is_empty() {
             break;
         }
-        if let Err(e) = commit(writer, rest, gauge, env, &mut rejections) {
-            failures.record(e);
+        if let Err(f) = commit(writer, rest, gauge, env, &mut rejections) {
+            failures.record(f);
         }
     }
-    if failures.unreported {
-        if let Some(e) = failures.last {
-            return Exit::NotDurable(e);
-        }
+    if let Some(e) = failures.exit_failure(&env.health) {
+        return Exit::NotDurable(e);
     }
     // Best effort: the data is durable in the WAL either way,
     // and a reader in another process must not fail shutdown.
@@ -466,7 +529,7 @@ fn settle(
     waiters: Vec<Waiter>,
     env: &WriterEnv,
     rejections: &mut RejectionLog,
-) -> Result<(), Arc<StoreError>> {
+) -> Result<(), Failed> {
     // Published before the acks go out: an acknowledged append is
     // always at or below the committed head its caller can observe.
     env.publish_head(head_of(&outcomes));
@@ -483,7 +546,7 @@ fn record_rejected(
     rejected: &[(usize, Rejection)],
     env: &WriterEnv,
     log: &mut RejectionLog,
-) -> Result<(), Arc<StoreError>> {
+) -> Result<(), Failed> {
     for reason in [
         RejectReason::WrongExpectedVersion,
         RejectReason::IdempotencyConflict,
@@ -515,12 +578,15 @@ fn record_rejected(
             Err(e) => {
                 env.failed_closed.store(true, Ordering::SeqCst);
                 tracing::error!(error = %e, "submitted appends were rejected and their emergency dump failed: they are lost; the journal now refuses all new work (failed closed)");
-                return Err(Arc::new(StoreError::Io {
-                    path: env.data_dir.join(emergency::DUMP_DIR),
-                    source: std::io::Error::other(format!(
-                        "recording rejected submitted appends failed: {e}"
-                    )),
-                }));
+                return Err(Failed {
+                    error: Arc::new(StoreError::Io {
+                        path: env.data_dir.join(emergency::DUMP_DIR),
+                        source: std::io::Error::other(format!(
+                            "recording rejected submitted appends failed: {e}"
+                        )),
+                    }),
+                    unheard: true,
+                });
             }
         }
     }
@@ -548,6 +614,7 @@ fn protect_submitted<W: StoreWriter>(
     for delay in &env.submit_retry_delays {
         std::thread::sleep(*delay);
         if let Ok(outcomes) = writer.commit(batch, crate::clock::now_us()) {
+            env.health.succeeded();
             return Protected::Committed(outcomes);
         }
     }
@@ -579,7 +646,7 @@ fn commit<W: StoreWriter>(
     gauge: &QueueGauge,
     env: &WriterEnv,
     rejections: &mut RejectionLog,
-) -> Result<(), Arc<StoreError>> {
+) -> Result<(), Failed> {
     if queued.is_empty() {
         return Ok(());
     }
@@ -605,7 +672,10 @@ fn commit<W: StoreWriter>(
     metrics::histogram!(m::COMMIT_LATENCY_SECONDS).record((done - started).as_secs_f64());
     metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(events as f64);
     let status = match result {
-        Ok(outcomes) => settle(outcomes, &batch, waiters, env, rejections),
+        Ok(outcomes) => {
+            env.health.succeeded();
+            settle(outcomes, &batch, waiters, env, rejections)
+        }
         Err(e) => commit_failed(writer, e, batch, waiters, env, rejections),
     };
     // Permits were dropped with the waiters above: capacity is back.
@@ -625,22 +695,29 @@ fn commit_failed<W: StoreWriter>(
     waiters: Vec<Waiter>,
     env: &WriterEnv,
     rejections: &mut RejectionLog,
-) -> Result<(), Arc<StoreError>> {
+) -> Result<(), Failed> {
     tracing::error!(error = %e, appends = waiters.len(), "group commit failed; appends not acknowledged");
     let shared: Arc<StoreError> = Arc::new(e);
+    env.health.failed(&shared);
+    // `true` when the answer reached its caller (the ticket was awaited).
     let fail = |ack: oneshot::Sender<Result<AppendResult, AppendError>>| {
         metrics::counter!(m::REJECTED_TOTAL, "reason" => "store_error").increment(1);
-        let _ = ack.send(Err(AppendError::Store(Arc::clone(&shared))));
+        ack.send(Err(AppendError::Store(Arc::clone(&shared))))
+            .is_ok()
     };
     let (mut sub_batch, mut sub_waiters) = (Vec::new(), Vec::new());
     let mut status = Ok(());
+    let mut unheard = false;
     for (append, waiter) in batch.into_iter().zip(waiters) {
         if waiter.submitted {
             sub_batch.push(append);
             sub_waiters.push(waiter);
         } else {
-            fail(waiter.ack);
-            status = Err(Arc::clone(&shared));
+            unheard |= !fail(waiter.ack);
+            status = Err(Failed {
+                error: Arc::clone(&shared),
+                unheard,
+            });
         }
     }
     if sub_batch.is_empty() {
@@ -663,9 +740,12 @@ fn commit_failed<W: StoreWriter>(
             env.failed_closed.store(true, Ordering::SeqCst);
             tracing::error!(error = %dump_error, "emergency dump failed: submitted appends are lost; the journal now refuses all new work (failed closed)");
             for w in sub_waiters {
-                fail(w.ack);
+                let _ = fail(w.ack);
             }
-            Err(shared)
+            Err(Failed {
+                error: shared,
+                unheard: true,
+            })
         }
     }
 }

@@ -114,4 +114,13 @@ pub trait StoreWriter: Send + 'static {
 
     /// Applies one change to delivery state in its own durable transaction.
     fn apply_state(&mut self, op: &StateWrite, now_us: i64) -> Result<StateApplied, StoreError>;
+
+    /// Commits a write that changes nothing anyone can read but needs the
+    /// room an append needs (a page allocated, the WAL grown, an fsync),
+    /// so that after writes failed the journal learns, while idle, that
+    /// they succeed again. `None`: this store cannot probe, and only the
+    /// next real write tells.
+    fn probe_write(&mut self) -> Option<Result<(), StoreError>> {
+        None
+    }
 }

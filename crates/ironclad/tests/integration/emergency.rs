@@ -20,7 +20,7 @@ use std::path::Path;
 use ironclad::durable::{record_ops, DurableOp};
 use ironclad::emergency::{
     archive_dump, list_dumps, read_dump, write_dump, write_quarantine, DumpError, DumpRecord,
-    QuarantinedRecord, DUMP_DIR, DUMP_LINE_BYTES_MAX,
+    QuarantineEntry, QuarantinedRecord, DUMP_DIR, DUMP_LINE_BYTES_MAX,
 };
 use ironclad::{ExpectedVersion, NewEvent, ReplayError, ReplayOptions, VerifyOptions};
 use uuid::Uuid;
@@ -251,6 +251,68 @@ async fn a_quarantined_record_is_set_aside_durably_and_the_replay_goes_on() {
         "went on"
     );
     common::shutdown(&journal).await;
+}
+
+/// A damaged dump: lines that are not records (a torn JSON line, bytes
+/// that are not UTF-8) refuse the whole dump without quarantine, and with
+/// it are set aside verbatim, never dropped, while every record replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_dump_lines_are_quarantined_verbatim_never_dropped() {
+    let tmp = common::tempdir();
+    let dir = common::data_dir(&tmp);
+    let journal = common::open(common::fast_config(&dir));
+    let (a, _) = record("a", ExpectedVersion::Any, 1);
+    let (b, _) = record("b", ExpectedVersion::Any, 2);
+    let path = write_dump(&dir, &[a, b], 9).unwrap();
+    let torn = br#"{"stream":"c","expected":"any","ids":["#.to_vec();
+    let binary = vec![0xff, 0xfe, b'x', 0x00];
+    let mut bytes = std::fs::read(&path).unwrap();
+    let first_end = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let tail = bytes.split_off(first_end);
+    for bad in [&torn, &binary] {
+        bytes.extend_from_slice(bad);
+        bytes.push(b'\n');
+    }
+    bytes.extend_from_slice(&tail);
+    std::fs::write(&path, &bytes).unwrap();
+
+    match journal.replay_dump(&path, &mut |_| {}).await {
+        Err(ReplayError::Dump(DumpError::BadLine { line: 2, .. })) => {}
+        other => panic!("without quarantine a bad line refuses the dump: {other:?}"),
+    }
+    assert!(path.exists() && journal.read_all(1, 10).unwrap().is_empty());
+
+    let options = ReplayOptions {
+        quarantine_failed: true,
+    };
+    let report = journal
+        .replay_dump_with(&path, options, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.records, report.appended_events, report.quarantined),
+        (2, 4, 2)
+    );
+    let text = std::fs::read_to_string(report.quarantined_to.expect("named")).unwrap();
+    let lines: Vec<QuarantineEntry> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    match lines.as_slice() {
+        [QuarantineEntry::Line(t), QuarantineEntry::Line(x)] => {
+            assert_eq!((t.line_number, x.line_number), (2, 3));
+            assert_eq!(t.line.as_deref().map(str::as_bytes), Some(&torn[..]));
+            assert_eq!(x.line_hex.as_deref(), Some(hex_of(&binary).as_str()));
+            assert!(t.error.contains("not a dump record"), "{}", t.error);
+        }
+        other => panic!("both lines set aside: {other:?}"),
+    }
+    assert!(report.archived_to.exists() && !path.exists());
+    common::shutdown(&journal).await;
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]

@@ -25,6 +25,7 @@ mod delivery_model;
 mod delivery_recovery;
 mod delivery_smoke;
 mod disk_full;
+mod disk_recovery;
 mod emergency;
 mod faults;
 mod idempotency_props;

@@ -46,7 +46,32 @@ pub fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
 /// Like [`start`], but returns the exit status and stderr if the server
 /// exits instead of listening.
 pub fn try_start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
-    let mut cmd = ironclad();
+    try_start_with(ironclad(), data_dir, args, env)
+}
+
+/// Like [`start`], but through `sh`, with SIGXFSZ ignored: a process that
+/// passes its file-size limit (`prlimit --fsize`) then sees its writes fail
+/// with EFBIG, as on a full disk, instead of being killed.
+pub fn start_ignoring_sigxfsz(data_dir: &Path, args: &[&str]) -> Server {
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg("trap '' XFSZ && exec \"$0\" \"$@\"")
+        .arg(ironclad().get_program());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("IRONCLAD_") {
+            sh.env_remove(k);
+        }
+    }
+    try_start_with(sh, data_dir, args, &[]).unwrap_or_else(|e| panic!("server did not start: {e}"))
+}
+
+/// Starts `cmd serve …` (see [`try_start`]).
+fn try_start_with(
+    mut cmd: Command,
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Server, String> {
     cmd.arg("serve")
         .arg("--data-dir")
         .arg(data_dir)

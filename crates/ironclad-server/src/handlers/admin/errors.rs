@@ -8,7 +8,9 @@ use ironclad::delivery::dlq::DlqError;
 use ironclad::delivery::engine::AdminError;
 use ironclad::error::ControlError;
 
-use crate::error::{ApiError, ErrorCode};
+use ironclad::StoreError;
+
+use crate::error::{store_condition, ApiError, ErrorCode};
 
 /// An `internal` error with `message`.
 pub(crate) fn internal(message: impl Into<String>) -> ApiError {
@@ -42,14 +44,25 @@ pub(crate) fn no_engine() -> ApiError {
 }
 
 /// Maps a journal control failure: a closed or stopped journal is
-/// `unavailable` (retry later or elsewhere), anything else `internal`.
+/// `unavailable` (retry later or elsewhere), a damaged file or a full disk
+/// has its own code ([`store_condition`]), anything else `internal`.
 pub(crate) fn control_error(e: ControlError) -> ApiError {
     match e {
         ControlError::ShutDown | ControlError::WriterGone => {
             ApiError::new(ErrorCode::Unavailable, e.to_string())
         }
+        ControlError::StateWrite(ref s) | ControlError::NotDurable(ref s) => {
+            store_condition(s).unwrap_or_else(|| internal(e.to_string()))
+        }
+        ControlError::Store(s) => store_error(s),
         other => internal(other.to_string()),
     }
+}
+
+/// A store failure on an admin path: a damaged file or a full disk by its
+/// own code ([`store_condition`]), anything else `internal`.
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    store_condition(&e).unwrap_or_else(|| internal(e.to_string()))
 }
 
 /// Maps a DLQ failure onto stable codes.
@@ -67,6 +80,7 @@ pub(crate) fn dlq_error(e: DlqError) -> ApiError {
         }
         DlqError::PageSize(_) => ApiError::new(ErrorCode::InvalidRequest, e.to_string()),
         DlqError::Write(c) => control_error(c),
+        DlqError::Store(s) => store_error(s),
         other => internal(other.to_string()),
     }
 }
@@ -81,6 +95,6 @@ pub(crate) fn admin_error(e: AdminError) -> ApiError {
         .with_details(serde_json::json!({ "resource": "sink", "sink": sink })),
         AdminError::Write(c) => control_error(c),
         AdminError::Dlq(d) => dlq_error(d),
-        AdminError::Store(s) => internal(s.to_string()),
+        AdminError::Store(s) => store_error(s),
     }
 }

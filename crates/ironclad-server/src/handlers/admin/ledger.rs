@@ -13,7 +13,6 @@ use ironclad::{VerifyError, VerifyOptions};
 use ironclad_core::wire::{LeasesResponse, VerifyRequest, VerifyResponse};
 
 use super::body::json_body;
-use super::errors::internal;
 use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
 use crate::handlers::blocking::blocking;
@@ -67,7 +66,7 @@ pub async fn verify(
         Err(e @ (VerifyError::Usage(_) | VerifyError::Invalid(_))) => {
             Err(ApiError::new(ErrorCode::InvalidRequest, e.to_string()))
         }
-        Err(e) => Err(internal(e.to_string())),
+        Err(VerifyError::Store(s)) => Err(super::errors::store_error(s)),
     }
 }
 

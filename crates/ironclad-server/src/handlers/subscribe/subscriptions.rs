@@ -117,13 +117,10 @@ pub(crate) async fn stored_checkpoint(app: &AppState, consumer: &str) -> Result<
     .await
 }
 
-/// A store failure on the subscription paths: retryable.
+/// A store failure on the subscription paths: retryable, unless the
+/// database is damaged ([`crate::error::store_condition`]).
 pub(crate) fn store_error(e: ironclad::StoreError) -> ApiError {
-    ApiError::new(
-        ErrorCode::Unavailable,
-        format!("reading failed: {e}; retry later"),
-    )
-    .retry_after(1)
+    crate::error::store_error(&e, "reading")
 }
 
 impl From<CheckpointError> for ApiError {

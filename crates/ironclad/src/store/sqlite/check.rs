@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use crate::error::{CorruptDatabase, MigrateError, StoreError};
+use crate::error::{CorruptDatabase, DiskFull, MigrateError, StoreError};
 
 use super::migrate::{migrate, table_exists};
 
@@ -207,9 +207,16 @@ impl DamageWatch {
 }
 
 /// `SQLITE_CORRUPT` and `SQLITE_NOTADB` as [`StoreError::CorruptDatabase`]
-/// naming `path`; every other error unchanged.
+/// naming `path`, `SQLITE_FULL` as [`StoreError::DiskFull`]; every other
+/// error unchanged.
 pub(crate) fn name_damage(e: StoreError, path: &Path) -> StoreError {
     match e {
+        StoreError::Sqlite(s) if s.sqlite_error_code() == Some(ErrorCode::DiskFull) => {
+            StoreError::DiskFull(DiskFull {
+                path: path.to_path_buf(),
+                detail: s.to_string(),
+            })
+        }
         StoreError::Sqlite(s)
             if matches!(
                 s.sqlite_error_code(),

@@ -4,6 +4,7 @@
 mod check;
 mod delivery;
 mod migrate;
+mod probe;
 mod rows;
 mod writer;
 

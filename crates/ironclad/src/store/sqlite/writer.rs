@@ -400,6 +400,22 @@ impl StoreWriter for SqliteWriter {
     ) -> Result<crate::store::delivery::StateApplied, StoreError> {
         super::delivery::apply(&self.conn, op, now_us).map_err(|e| self.damage.note(e))
     }
+
+    fn probe_write(&mut self) -> Option<Result<(), StoreError>> {
+        let result = super::probe::probe_write(&self.conn).map_err(|e| {
+            self.rollback();
+            self.damage.note(e)
+        });
+        Some(result)
+    }
+}
+
+impl SqliteWriter {
+    /// The write connection, for tests that set limits on it.
+    #[cfg(test)]
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
 }
 
 impl SqliteWriter {
