@@ -352,7 +352,7 @@ fn print_report(json: bool, r: &Report) -> anyhow::Result<()> {
         format!("closed loop, {} appends in flight per producer", r.pipeline)
     };
     println!(
-        "bench append: {} producers × {} events/append, {} B payloads, durability {:?}, {mode}",
+        "bench append: {} producers × {} events/append, {} B payloads, durability {}, {mode}",
         r.producers, r.batch, r.payload_bytes, r.durability
     );
     println!("{:<28} {:>14}", "metric", "value");

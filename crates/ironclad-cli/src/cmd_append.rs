@@ -47,6 +47,9 @@ pub struct AppendArgs {
     /// Longest stdin line accepted, in bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub line_bytes_max: usize,
+    /// `--server URL`, `--token T`.
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
 }
 
 /// Most appends queued ahead of the printer (bounds memory on huge inputs).

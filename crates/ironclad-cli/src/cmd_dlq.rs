@@ -39,6 +39,9 @@ pub struct DlqArgs {
     /// --data-dir is not given (nothing else in it is read).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// `--server URL`, `--token T`.
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
     /// The DLQ action.
     #[command(subcommand)]
     pub action: DlqAction,

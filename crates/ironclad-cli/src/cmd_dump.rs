@@ -43,7 +43,7 @@ pub async fn run(cli: &Cli, action: &DumpAction) -> CmdResult {
     match action {
         DumpAction::List => {
             let dumps = list_dumps(&cli.data_dir)?;
-            print_dumps(cli.json, &dumps, &cli.data_dir.display().to_string())?;
+            print_dumps(cli.json, &dumps, false, &cli.data_dir.display().to_string())?;
             Ok(ExitCode::Ok)
         }
         DumpAction::Replay {
@@ -61,8 +61,12 @@ pub async fn run(cli: &Cli, action: &DumpAction) -> CmdResult {
                     .map(|d| d.path)
                     .collect(),
             };
+            if paths.is_empty() && !cli.json {
+                println!("no emergency dumps in {}", cli.data_dir.display());
+            }
             let journal = Journal::open(journal_config(cli, Default::default()))?;
             let mut outcome = Ok(ExitCode::Ok);
+            let mut replayed = Vec::new();
             for p in &paths {
                 let bar = output::progress(0, "replay");
                 let result = journal
@@ -73,30 +77,49 @@ pub async fn run(cli: &Cli, action: &DumpAction) -> CmdResult {
                     .await;
                 bar.finish_and_clear();
                 match result {
-                    Ok(report) => print_replay(cli.json, p, &report)?,
+                    Ok(report) => {
+                        print_replay(cli.json, p, &report)?;
+                        replayed.push(report);
+                    }
                     Err(e) => {
                         outcome = Err(e.into());
                         break;
                     }
                 }
             }
+            // Even after a failure: the dumps replayed before it were
+            // archived, and a script should learn where.
+            print_replayed(cli.json, &replayed)?;
             journal.shutdown(std::time::Duration::from_secs(30)).await?;
             outcome
         }
     }
 }
 
-/// Prints a dump listing (local and remote); `place` names where the
-/// dumps were looked for.
-pub(crate) fn print_dumps(json: bool, dumps: &[DumpInfo], place: &str) -> anyhow::Result<()> {
+/// Prints a dump listing (local and remote): one JSON document
+/// `{"dumps":[…],"truncated"}` (`truncated`: the server listed only its
+/// first 1,000), or a line per dump; `place` names where the dumps were
+/// looked for.
+pub(crate) fn print_dumps(
+    json: bool,
+    dumps: &[DumpInfo],
+    truncated: bool,
+    place: &str,
+) -> anyhow::Result<()> {
+    if json {
+        let list: Vec<serde_json::Value> = dumps
+            .iter()
+            .map(|d| {
+                // From the file name, so listing never reads a dump.
+                let rejected = dump_rejection(&d.path).map(|r| r.as_str());
+                serde_json::json!({ "path": d.path, "bytes": d.bytes, "rejected": rejected })
+            })
+            .collect();
+        return output::json_line(&serde_json::json!({ "dumps": list, "truncated": truncated }));
+    }
     for d in dumps {
-        // From the file name, so listing never reads a dump.
         let rejected = dump_rejection(&d.path).map(|r| r.as_str());
-        if json {
-            output::json_line(&serde_json::json!({
-                "path": d.path, "bytes": d.bytes, "rejected": rejected,
-            }))?;
-        } else if let Some(reason) = rejected {
+        if let Some(reason) = rejected {
             println!(
                 "{}  {} bytes  rejected at submit: {reason} (replay tries again; \
                  --quarantine-failed sets aside what is refused)",
@@ -107,21 +130,32 @@ pub(crate) fn print_dumps(json: bool, dumps: &[DumpInfo], place: &str) -> anyhow
             println!("{}  {} bytes", d.path.display(), d.bytes);
         }
     }
-    if !json && dumps.is_empty() {
+    if dumps.is_empty() {
         println!("no emergency dumps in {place}");
+    }
+    if truncated {
+        println!("(the server lists at most 1000 dumps; replay them to see the rest)");
     }
     Ok(())
 }
 
-/// Prints what replaying one dump did (local and remote).
+/// Prints, with `--json`, what a replay did as one document
+/// `{"replayed":[report…]}` (empty when there was nothing to replay).
+pub(crate) fn print_replayed(json: bool, reports: &[ReplayReport]) -> anyhow::Result<()> {
+    if json {
+        output::json_line(&serde_json::json!({ "replayed": reports }))?;
+    }
+    Ok(())
+}
+
+/// Prints, without `--json`, what replaying one dump did (local and
+/// remote); with it, [`print_replayed`] reports them all at the end.
 pub(crate) fn print_replay(
     json: bool,
     path: &std::path::Path,
     report: &ReplayReport,
 ) -> anyhow::Result<()> {
-    if json {
-        output::json_line(report)?;
-    } else {
+    if !json {
         println!(
             "{}: {} records, {} events appended, {} already present; archived to {}",
             path.display(),
@@ -164,10 +198,7 @@ pub async fn run_remote(cli: &Cli, client: &Client, action: &DumpAction) -> CmdR
         DumpAction::List => {
             let (dumps, truncated) = list_remote(client).await?;
             let place = format!("the data directory of {}", client.base_url());
-            print_dumps(cli.json, &dumps, &place)?;
-            if truncated {
-                eprintln!("note: the server lists at most 1000 dumps; replay them to see the rest");
-            }
+            print_dumps(cli.json, &dumps, truncated, &place)?;
             Ok(ExitCode::Ok)
         }
         DumpAction::Replay {
@@ -194,6 +225,13 @@ pub async fn run_remote(cli: &Cli, client: &Client, action: &DumpAction) -> CmdR
                     .map(|d| d.path)
                     .collect(),
             };
+            if paths.is_empty() && !cli.json {
+                println!(
+                    "no emergency dumps in the data directory of {}",
+                    client.base_url()
+                );
+            }
+            let mut replayed = Vec::new();
             for p in &paths {
                 let Some(name) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else {
                     return Err(usage(format!(
@@ -201,7 +239,13 @@ pub async fn run_remote(cli: &Cli, client: &Client, action: &DumpAction) -> CmdR
                         p.display()
                     )));
                 };
-                let r = client.replay_dump(&name).await.map_err(failure)?;
+                let r = match client.replay_dump(&name).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        print_replayed(cli.json, &replayed)?;
+                        return Err(failure(e));
+                    }
+                };
                 let report = ReplayReport {
                     records: r.records,
                     appended_events: r.appended_events,
@@ -211,7 +255,9 @@ pub async fn run_remote(cli: &Cli, client: &Client, action: &DumpAction) -> CmdR
                     archived_to: PathBuf::from(r.archived_to),
                 };
                 print_replay(cli.json, p, &report)?;
+                replayed.push(report);
             }
+            print_replayed(cli.json, &replayed)?;
             Ok(ExitCode::Ok)
         }
     }

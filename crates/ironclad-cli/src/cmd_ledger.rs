@@ -24,6 +24,9 @@ pub enum LedgerAction {
         /// Detects a log truncated or rewritten since the head was exported.
         #[arg(long)]
         against: Option<String>,
+        /// `--server URL`, `--token T` (`ledger head` is local only).
+        #[command(flatten)]
+        remote: crate::remote::RemoteArgs,
     },
     /// Print the global head `{position, hash}` as JSON, to store elsewhere.
     Head,
@@ -60,7 +63,9 @@ pub async fn run(cli: &Cli, action: &LedgerAction) -> CmdResult {
             }
             Ok(ExitCode::Ok)
         }
-        LedgerAction::Verify { stream, against } => {
+        LedgerAction::Verify {
+            stream, against, ..
+        } => {
             let opts = VerifyOptions {
                 stream: stream.clone(),
                 against: against.as_deref().map(parse_head).transpose()?,
@@ -88,7 +93,10 @@ pub async fn run(cli: &Cli, action: &LedgerAction) -> CmdResult {
 /// Runs `ledger verify` against the server (`--server`); `ledger head` is
 /// refused before this (it reads the local data directory).
 pub async fn run_remote(cli: &Cli, client: &Client, action: &LedgerAction) -> CmdResult {
-    let LedgerAction::Verify { stream, against } = action else {
+    let LedgerAction::Verify {
+        stream, against, ..
+    } = action
+    else {
         return Err(usage("`ledger head` works on a local data directory only"));
     };
     let against = against.as_deref().map(parse_head).transpose()?;

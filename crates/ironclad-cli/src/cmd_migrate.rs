@@ -21,7 +21,9 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> CmdResult {
     let config = journal_config(cli, Default::default());
     let path = config.db_path();
     if args.status {
-        if !path.exists() {
+        // A 0-byte or foreign file is refused here as opening refuses it,
+        // not reported as "version 0" (which `migrate` would not fix).
+        if !SqliteStore::check_file(&path)? {
             let status = serde_json::json!({
                 "db_version": 0, "binary_version": SCHEMA_VERSION, "exists": false
             });
@@ -46,7 +48,10 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> CmdResult {
                 println!("legacy pre-version (v0) layout detected: `ironclad migrate` will carry it over");
             }
             for (v, name, at_us) in &status.applied {
-                println!("  applied  v{v}  {name}  (at {at_us} µs)");
+                println!(
+                    "  applied  v{v}  {name}  (at {})",
+                    output::rfc3339_utc_us(*at_us)
+                );
             }
             for (v, name) in &status.pending {
                 println!("  pending  v{v}  {name}");
@@ -64,7 +69,11 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> CmdResult {
     } else if applied.is_empty() {
         println!("schema already at version {SCHEMA_VERSION}; nothing to do");
     } else {
-        println!("applied migrations {applied:?}; schema now at version {SCHEMA_VERSION}");
+        let steps: Vec<String> = applied.iter().map(|v| format!("v{v}")).collect();
+        println!(
+            "applied migrations {}; schema now at version {SCHEMA_VERSION}",
+            steps.join(", ")
+        );
     }
     Ok(ExitCode::Ok)
 }

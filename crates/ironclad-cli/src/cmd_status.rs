@@ -38,9 +38,12 @@ pub struct StatusArgs {
     /// complete pending counts) and the `data_dir`.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// `--server URL`, `--token T`.
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
 }
 
-/// One sink's line in `status --json`.
+/// One sink in `status --json`.
 #[derive(Serialize)]
 struct StatusLine<'a> {
     #[serde(flatten)]
@@ -110,7 +113,7 @@ pub async fn run_remote(cli: &Cli, client: &Client, args: &StatusArgs) -> CmdRes
     Ok(ExitCode::Ok)
 }
 
-/// Prints the statuses (local and remote): JSON lines, or the table.
+/// Prints the statuses (local and remote): one JSON document, or the table.
 /// `complete(sink)` says whether that sink's `pending` counts new events.
 pub(crate) fn print_statuses(
     json: bool,
@@ -119,12 +122,16 @@ pub(crate) fn print_statuses(
     complete: &dyn Fn(&str) -> bool,
 ) -> anyhow::Result<()> {
     if json {
-        for s in statuses {
-            output::json_line(&StatusLine {
+        // One document, `{"sinks":[]}` when none has run: a script parses
+        // the same shape either way (and the server's `GET /v1/admin/sinks`).
+        let sinks: Vec<StatusLine> = statuses
+            .iter()
+            .map(|s| StatusLine {
                 status: s,
                 pending_complete: complete(&s.sink),
-            })?;
-        }
+            })
+            .collect();
+        output::json_line(&serde_json::json!({ "sinks": sinks }))?;
     } else {
         print_table(statuses, file, complete);
     }

@@ -35,6 +35,9 @@ pub struct TailArgs {
     /// whole history first).
     #[arg(long, value_name = "POSITION")]
     pub after: Option<u64>,
+    /// `--server URL`, `--token T`.
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
 }
 
 /// How often a local tail looks for new events when it has caught up.
@@ -144,7 +147,10 @@ pub async fn run_remote(cli: &Cli, client: &Client, args: &TailArgs) -> CmdResul
         let page = match client.poll(after, REMOTE_WAIT_MS, PAGE_MAX).await {
             Ok(page) => page,
             Err(e) if transient(&e) => {
-                tracing::warn!("tail: {e}; retrying in {backoff:?}");
+                tracing::warn!(
+                    "tail: {e}; retrying in {}",
+                    output::age(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX))
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
                 continue;

@@ -20,6 +20,7 @@ mod config_file;
 mod output;
 mod remote;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
 
@@ -47,7 +48,10 @@ pub enum ExitCode {
 
 /// Ironclad: a durable event log. Appends are group-committed and acknowledged only once durable.
 #[derive(Debug, Parser)]
-#[command(name = "ironclad", version, about, long_about = None)]
+// The about is this doc comment, not the package description: that one
+// lists commands, and a list here drifts from the real tree (it once
+// offered a `verify` that is `ledger verify`).
+#[command(name = "ironclad", version, long_about = None)]
 pub struct Cli {
     /// Data directory (created if missing).
     #[arg(
@@ -67,15 +71,18 @@ pub struct Cli {
     pub json: bool,
     /// Work against a running `ironclad serve` (e.g. http://127.0.0.1:7070)
     /// instead of a local data directory: append, read, streams, tail,
-    /// status, dlq, dump and ledger verify; the output is the same.
-    #[arg(long, global = true, env = "IRONCLAD_SERVER", value_name = "URL")]
+    /// status, dlq, dump and ledger verify (the others refuse it); the
+    /// output is the same.
+    // Not global: clap would then offer it on `migrate`, `serve` and the
+    // other local-only commands. Those that take it also take it after
+    // their name ([`remote::RemoteArgs`]).
+    #[arg(long, env = "IRONCLAD_SERVER", value_name = "URL")]
     pub server: Option<String>,
     /// Bearer token for --server (producer, consumer or admin, as the
     /// command needs). Prefer the environment variable: a flag is visible
     /// in the process list.
     #[arg(
         long,
-        global = true,
         env = "IRONCLAD_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN"
@@ -94,7 +101,11 @@ pub enum Command {
     /// Print a stream's events as JSON lines.
     Read(cmd_read::ReadArgs),
     /// List streams and their head versions.
-    Streams,
+    Streams {
+        /// `--server URL`, `--token T`.
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
     /// Follow new events live (one stream, or --all), printed as `read` prints them.
     Tail(cmd_tail::TailArgs),
     /// Verify or export the tamper-evident ledger.
@@ -116,6 +127,9 @@ pub enum Command {
         /// The dump action.
         #[command(subcommand)]
         action: cmd_dump::DumpAction,
+        /// `--server URL`, `--token T`.
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
     },
     /// Apply schema migrations, or show their status.
     Migrate(cmd_migrate::MigrateArgs),
@@ -127,6 +141,25 @@ pub enum Command {
     },
     /// Append a sample workload from several producers, summarize, and verify the ledger.
     Demo(cmd_demo::DemoArgs),
+}
+
+impl Command {
+    /// The `--server`/`--token` given after the command's name, on the
+    /// commands that take them.
+    fn remote(&self) -> Option<&remote::RemoteArgs> {
+        match self {
+            Command::Append(a) => Some(&a.remote),
+            Command::Read(a) => Some(&a.remote),
+            Command::Streams { remote } | Command::Dump { remote, .. } => Some(remote),
+            Command::Tail(a) => Some(&a.remote),
+            Command::Status(a) => Some(&a.remote),
+            Command::Dlq(a) => Some(&a.remote),
+            Command::Ledger {
+                action: cmd_ledger::LedgerAction::Verify { remote, .. },
+            } => Some(remote),
+            _ => None,
+        }
+    }
 }
 
 /// A command failure with the exit code it maps to.
@@ -176,8 +209,11 @@ fn main() -> ProcessExit {
         Command::Run(_) | Command::Serve(_) => tracing::Level::INFO,
         _ => tracing::Level::WARN,
     };
+    // Colour only on a terminal: a log redirected to a file or a pipe
+    // would otherwise carry escape codes.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(level)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -205,6 +241,10 @@ fn main() -> ProcessExit {
 fn parse() -> Result<Cli, clap::Error> {
     let matches = Cli::command().try_get_matches()?;
     let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Some(r) = cli.command.remote().cloned() {
+        cli.server = r.server.or(cli.server);
+        cli.token = r.token.or(cli.token);
+    }
     cli.data_dir_explicit = matches!(
         matches.value_source("data_dir"),
         Some(ValueSource::CommandLine | ValueSource::EnvVariable)
@@ -219,7 +259,7 @@ async fn run(cli: &Cli) -> CmdResult {
     match &cli.command {
         Command::Append(args) => cmd_append::run(cli, args).await,
         Command::Read(args) => cmd_read::read(cli, args).await,
-        Command::Streams => cmd_read::streams(cli).await,
+        Command::Streams { .. } => cmd_read::streams(cli).await,
         Command::Tail(args) => cmd_tail::run(cli, args).await,
         Command::Ledger { action } => cmd_ledger::run(cli, action).await,
         Command::Migrate(args) => cmd_migrate::run(cli, args).await,
@@ -227,7 +267,7 @@ async fn run(cli: &Cli) -> CmdResult {
         Command::Serve(args) => cmd_serve::run(cli, args).await,
         Command::Status(args) => cmd_status::run(cli, args).await,
         Command::Dlq(args) => cmd_dlq::local::run(cli, args).await,
-        Command::Dump { action } => cmd_dump::run(cli, action).await,
+        Command::Dump { action, .. } => cmd_dump::run(cli, action).await,
         Command::Bench { which } => bench::run(cli, which).await,
         Command::Demo(args) => cmd_demo::run(cli, args).await,
     }
@@ -259,11 +299,11 @@ async fn run_remote(cli: &Cli) -> CmdResult {
     match &cli.command {
         Command::Append(args) => cmd_append::remote::run(cli, &client, args).await,
         Command::Read(args) => cmd_read::read_remote(&client, args).await,
-        Command::Streams => cmd_read::streams_remote(cli, &client).await,
+        Command::Streams { .. } => cmd_read::streams_remote(cli, &client).await,
         Command::Tail(args) => cmd_tail::run_remote(cli, &client, args).await,
         Command::Status(args) => cmd_status::run_remote(cli, &client, args).await,
         Command::Dlq(args) => cmd_dlq::remote::run(cli, &client, args).await,
-        Command::Dump { action } => cmd_dump::run_remote(cli, &client, action).await,
+        Command::Dump { action, .. } => cmd_dump::run_remote(cli, &client, action).await,
         Command::Ledger { action } => cmd_ledger::run_remote(cli, &client, action).await,
         _ => unreachable!("refused above"),
     }

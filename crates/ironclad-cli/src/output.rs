@@ -80,6 +80,35 @@ pub fn age(ms: u64) -> String {
     }
 }
 
+/// A time in microseconds since the Unix epoch as RFC 3339 in UTC, e.g.
+/// `2026-12-03T20:11:50.123456Z` (whole seconds drop the fraction).
+pub fn rfc3339_utc_us(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let micros = us.rem_euclid(1_000_000);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let time = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        sod / 3_600,
+        (sod % 3_600) / 60,
+        sod % 60
+    );
+    if micros == 0 {
+        format!("{time}Z")
+    } else {
+        format!("{time}.{micros:06}Z")
+    }
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -89,7 +118,23 @@ pub fn now_unix_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::age;
+    use super::{age, rfc3339_utc_us};
+
+    #[test]
+    fn microsecond_times_print_as_rfc3339_utc() {
+        assert_eq!(rfc3339_utc_us(0), "1970-01-01T00:00:00Z");
+        // `date -u -d @1796328710` = Thu Dec  3 20:11:50 UTC 2026.
+        assert_eq!(
+            rfc3339_utc_us(1_796_328_710_123_456),
+            "2026-12-03T20:11:50.123456Z"
+        );
+        // A leap day, and the last microsecond of a century year.
+        assert_eq!(rfc3339_utc_us(951_782_400_000_000), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339_utc_us(4_102_444_799_999_999),
+            "2099-12-31T23:59:59.999999Z"
+        );
+    }
 
     #[test]
     fn ages_are_short() {

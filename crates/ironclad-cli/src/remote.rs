@@ -12,6 +12,7 @@
 //! `ledger_mismatch` → 3 (from `ledger verify`), anything else → 1.
 
 use anyhow::anyhow;
+use clap::Args;
 use ironclad::READ_LIMIT_MAX;
 use ironclad_client::{Client, ClientError};
 
@@ -26,6 +27,23 @@ pub(crate) const PAGE_MAX: usize = if READ_LIMIT_MAX < 1_000 {
 } else {
     1_000
 };
+
+/// `--server URL` and `--token T` after the command name, on the commands
+/// that can work against a server only (so the others neither list nor
+/// accept them). Given here they win over the same options before the
+/// command name; the environment variables are read there, once.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RemoteArgs {
+    /// Work against a running `ironclad serve` (e.g. http://127.0.0.1:7070)
+    /// instead of a local data directory (or $IRONCLAD_SERVER); the output
+    /// is the same.
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token for --server (or $IRONCLAD_TOKEN, which keeps it out
+    /// of the process list).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
 
 /// The client for `--server URL` (and `--token`), or a usage error for a
 /// URL that is not `http(s)://HOST:PORT`.

@@ -39,6 +39,23 @@ pub enum Durability {
     Os,
 }
 
+impl Durability {
+    /// The name users write (`fsync`, `os`), as in configuration files and
+    /// on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Os => "os",
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl FromStr for Durability {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

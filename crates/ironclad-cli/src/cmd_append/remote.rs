@@ -52,6 +52,7 @@ pub(crate) async fn run(cli: &Cli, client: &Client, args: &AppendArgs) -> CmdRes
         durability: args.durability,
         envelope: args.envelope,
         line_bytes_max: args.line_bytes_max,
+        remote: args.remote.clone(),
     };
     let reader = tokio::spawn(async move { read_items(&reader_args, tx).await });
     let mut sender = Sender {

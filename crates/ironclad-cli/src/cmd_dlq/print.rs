@@ -1,5 +1,5 @@
 //! How DLQ answers are printed, the same for a local data directory and a
-//! server: tables for people, JSON lines with `--json`, and exports
+//! server: tables for people, one JSON document with `--json`, and exports
 //! written to stdout or atomically to a file.
 
 use std::io::Write;
@@ -15,9 +15,8 @@ use crate::{output, CmdResult, ExitCode};
 /// Prints DLQ totals per sink (local and remote).
 pub(crate) fn print_stats(json: bool, stats: &[SinkDlqStats]) -> CmdResult {
     if json {
-        for s in stats {
-            output::json_line(s)?;
-        }
+        // One document, `{"sinks":[]}` before any sink has run.
+        output::json_line(&serde_json::json!({ "sinks": stats }))?;
         return Ok(ExitCode::Ok);
     }
     if stats.is_empty() {

@@ -127,8 +127,8 @@ fn streams_head_and_verify_agree() {
     assert!(append(tmp.path(), "b", "4\n").status.success());
     let mut streams = ironclad(tmp.path());
     streams.args(["--json", "streams"]);
-    let heads = json_lines(&streams.output().unwrap().stdout);
-    assert_eq!(heads.len(), 2);
+    let heads = json_lines(&streams.output().unwrap().stdout).remove(0)["streams"].clone();
+    assert_eq!(heads.as_array().map(Vec::len), Some(2));
     assert_eq!(
         (heads[0]["stream"].as_str(), heads[0]["version"].as_u64()),
         (Some("a"), Some(3))
@@ -487,7 +487,7 @@ fn dump_replay_quarantine_failed() {
 
     let mut replay = ironclad(tmp.path());
     replay.args(["--json", "dump", "replay", "--all", "--quarantine-failed"]);
-    let report = json_lines(&succeeds(replay).stdout).remove(0);
+    let report = json_lines(&succeeds(replay).stdout).remove(0)["replayed"][0].clone();
     assert_eq!(
         (report["quarantined"].as_u64(), report["records"].as_u64()),
         (Some(1), Some(3))
@@ -509,7 +509,10 @@ fn dump_replay_quarantine_failed() {
     );
     let mut list = ironclad(tmp.path());
     list.args(["--json", "dump", "list"]);
-    assert!(json_lines(&list.output().unwrap().stdout).is_empty());
+    assert_eq!(
+        json_lines(&list.output().unwrap().stdout)[0]["dumps"],
+        serde_json::json!([])
+    );
 }
 
 /// A dump of submitted appends the store rejected is listed with its
@@ -532,7 +535,7 @@ fn dump_list_shows_why_submits_were_rejected() {
     write_rejected_dump(&data, RejectReason::WrongExpectedVersion, &[record], 1).unwrap();
     let mut list = ironclad(tmp.path());
     list.args(["--json", "dump", "list"]);
-    let listed = json_lines(&list.output().unwrap().stdout);
+    let listed = json_lines(&list.output().unwrap().stdout).remove(0)["dumps"].clone();
     assert_eq!(listed[0]["rejected"], "wrong_expected_version");
     let mut list = ironclad(tmp.path());
     list.args(["dump", "list"]);
@@ -554,8 +557,8 @@ fn dump_list_and_replay() {
     let path = write_dump(&data, &[record], 1).unwrap();
     let mut list = ironclad(tmp.path());
     list.args(["--json", "dump", "list"]);
-    let listed = json_lines(&list.output().unwrap().stdout);
-    assert_eq!(listed.len(), 1);
+    let listed = json_lines(&list.output().unwrap().stdout).remove(0)["dumps"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
     assert_eq!(listed[0]["path"], path.to_str().unwrap());
     let mut replay = ironclad(tmp.path());
     replay.args(["--json", "dump", "replay", "--all"]);
@@ -565,7 +568,7 @@ fn dump_list_and_replay() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report = json_lines(&out.stdout).remove(0);
+    let report = json_lines(&out.stdout).remove(0)["replayed"][0].clone();
     assert_eq!(report["appended_events"], 1);
     let mut read = ironclad(tmp.path());
     read.args(["read", "rescued"]);
@@ -573,8 +576,9 @@ fn dump_list_and_replay() {
     assert_eq!(events[0]["id"], ids[0].to_string());
     let mut list = ironclad(tmp.path());
     list.args(["--json", "dump", "list"]);
-    assert!(
-        json_lines(&list.output().unwrap().stdout).is_empty(),
+    assert_eq!(
+        json_lines(&list.output().unwrap().stdout)[0]["dumps"],
+        serde_json::json!([]),
         "archived"
     );
 }

@@ -249,10 +249,13 @@ fn run_until_idle(dir: &Path, config: &Path) -> Vec<Value> {
 fn status(dir: &Path, config: &Path) -> Value {
     let mut cmd = ironclad(dir);
     cmd.args(["--json", "status", "--config"]).arg(config);
-    let lines = json_lines(&ok(cmd).stdout);
-    lines
-        .into_iter()
+    let doc = json_lines(&ok(cmd).stdout).remove(0);
+    doc["sinks"]
+        .as_array()
+        .expect("one document {\"sinks\":[…]}")
+        .iter()
         .find(|l| l["sink"] == "hook")
+        .cloned()
         .expect("sink hook in status")
 }
 
@@ -559,7 +562,7 @@ fn poison_events_go_to_the_dlq_and_can_be_listed_shown_exported_retried_and_purg
         (Some(0), Some(2), Some(1))
     );
     let out = dlq(tmp.path(), &["stats"]);
-    let st = json_lines(&out.stdout).remove(0);
+    let st = json_lines(&out.stdout).remove(0)["sinks"][0].clone();
     assert_eq!(
         (st["entries"].as_u64(), st["archived_total"].as_u64()),
         (Some(0), Some(2))
@@ -758,14 +761,14 @@ fn data_dir_comes_from_the_config_unless_given() {
     st.current_dir(tmp.path())
         .args(["--json", "status", "--config"])
         .arg(&config);
-    let s = json_lines(&ok(st).stdout).remove(0);
+    let s = json_lines(&ok(st).stdout).remove(0)["sinks"][0].clone();
     assert_eq!(s["delivered_total"], 2);
     let mut stats = bin();
     stats
         .current_dir(tmp.path())
         .args(["--json", "dlq", "stats", "--config"])
         .arg(&config);
-    assert_eq!(json_lines(&ok(stats).stdout)[0]["sink"], "hook");
+    assert_eq!(json_lines(&ok(stats).stdout)[0]["sinks"][0]["sink"], "hook");
     assert!(!tmp.path().join("ironclad-data").exists());
 
     // --data-dir wins over the file.

@@ -7,6 +7,8 @@ mod serve_support;
 
 mod cli;
 mod cli_delivery;
+mod cli_json;
+mod cli_rough_edges;
 mod realtime;
 mod remote;
 mod serve_auth;

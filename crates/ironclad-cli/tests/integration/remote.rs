@@ -23,8 +23,8 @@ const TOKENS: &str = "admin:admin-token-r,producer:producer-token-r,consumer:con
 
 /// A webhook receiver that refuses (400, permanent) every event of type
 /// `poison` and accepts the rest.
-struct Hook {
-    url: String,
+pub(crate) struct Hook {
+    pub(crate) url: String,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -43,7 +43,7 @@ async fn hook(Json(body): Json<Value>) -> Json<Value> {
 }
 
 impl Hook {
-    fn start() -> Hook {
+    pub(crate) fn start() -> Hook {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -64,7 +64,7 @@ impl Hook {
     }
 }
 
-fn write_config(dir: &Path, url: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, url: &str) -> PathBuf {
     let path = dir.join("ironclad.toml");
     let text = format!(
         r#"
@@ -174,7 +174,7 @@ fn assert_same(what: &str, l: &Output, r: &Output, ages: bool) {
     );
 }
 
-fn envelope_lines(stream_tag: &str, n: usize, poison_at: &[usize]) -> String {
+pub(crate) fn envelope_lines(stream_tag: &str, n: usize, poison_at: &[usize]) -> String {
     let mut s = String::new();
     for i in 0..n {
         let ty = if poison_at.contains(&i) {
@@ -378,7 +378,7 @@ fn read_streams_status_dlq_dump_and_ledger_print_the_same_locally_and_remotely()
         vec!["read", "orders-1"],
         vec!["read", "orders-1", "--from", "2", "--limit", "3"],
         vec!["read", "misc"],
-        vec!["read", "no-such-stream"],
+        vec!["read", "misc", "--from", "99"],
         vec!["streams"],
         vec!["dump", "list"],
         vec!["ledger", "verify"],
@@ -394,6 +394,24 @@ fn read_streams_status_dlq_dump_and_ledger_print_the_same_locally_and_remotely()
             assert_same(&format!("{a:?}"), &l, &r, false);
         }
     }
+    // A stream that has no events is an error both ways (HTTP: 404), with
+    // the same message; past the end of one that has is no lines, exit 0.
+    for json in [false, true] {
+        let mut a = if json { vec!["--json"] } else { vec![] };
+        a.extend_from_slice(&["read", "no-such-stream"]);
+        let l = local(&data, &a, "");
+        let r = remote(&server, Some(ADMIN), &a, "");
+        assert_eq!(l.status.code(), Some(1), "{}", text(&l.stderr));
+        assert_same("read no-such-stream", &l, &r, false);
+        assert_eq!(text(&l.stderr), text(&r.stderr));
+        let e = text(&l.stderr);
+        assert!(
+            e.contains("no-such-stream") && e.contains("has no events"),
+            "{e}"
+        );
+    }
+    let past = local(&data, &["read", "misc", "--from", "99"], "");
+    assert!(past.status.success() && past.stdout.is_empty());
     // `status`: locally from the config's routes, remotely from the server's.
     for json in [false, true] {
         let mut a = if json { vec!["--json"] } else { vec![] };
@@ -625,6 +643,11 @@ fn tokens_are_required_and_roles_enforced_with_clear_errors() {
     assert!(r.status.success(), "{}", text(&r.stderr));
     // An unreachable server is a clear failure.
     let r = run(&["--server", "http://127.0.0.1:1", "streams"], &[], "");
+    assert!(
+        r.stdout.is_empty(),
+        "no table header before the error: {}",
+        text(&r.stdout)
+    );
     assert_eq!(r.status.code(), Some(1));
     assert!(
         text(&r.stderr).contains("ironclad serve"),

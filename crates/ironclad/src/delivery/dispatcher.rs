@@ -145,7 +145,13 @@ fn record_transition(sink: &str, t: Option<crate::delivery::breaker::Transition>
     if let Some(t) = t {
         metrics::counter!(m::BREAKER_TRANSITIONS_TOTAL, "sink" => sink.to_string(), "to" => t.to.as_str())
             .increment(1);
-        tracing::info!(sink, from = t.from.as_str(), to = t.to.as_str(), reason = ?t.reason, "circuit breaker transition");
+        tracing::info!(
+            sink,
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            reason = t.reason.as_str(),
+            "circuit breaker transition"
+        );
     }
 }
 

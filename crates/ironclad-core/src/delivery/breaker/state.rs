@@ -116,6 +116,24 @@ pub enum TransitionReason {
     Admin,
 }
 
+impl TransitionReason {
+    /// The reason's name in logs and output (`failure_rate`, …), not the
+    /// Rust variant's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransitionReason::FailureRate => "failure_rate",
+            TransitionReason::SlowCallRate => "slow_call_rate",
+            TransitionReason::ConsecutiveFailures => "consecutive_failures",
+            TransitionReason::RetryAfter => "retry_after",
+            TransitionReason::OpenElapsed => "open_elapsed",
+            TransitionReason::HalfOpenPassed => "half_open_passed",
+            TransitionReason::HalfOpenFailed => "half_open_failed",
+            TransitionReason::HalfOpenTimeout => "half_open_timeout",
+            TransitionReason::Admin => "admin",
+        }
+    }
+}
+
 /// One state change, returned to whoever caused it (for logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {

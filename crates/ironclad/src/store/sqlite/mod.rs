@@ -144,6 +144,22 @@ impl SqliteStore {
         checked().map_err(|e| check::name_migrate_damage(e, path))
     }
 
+    /// Checks the database file at `path` as opening does, read-only and
+    /// without `quick_check` (for reports such as `ironclad migrate
+    /// --status`): false when it is missing; an empty (0-byte) file, a file
+    /// that is not SQLite, and an SQLite database without Ironclad's schema
+    /// are errors that say what happened.
+    pub fn check_file(path: &Path) -> Result<bool, StoreError> {
+        match inspect_file(path)? {
+            FileState::Missing => Ok(false),
+            FileState::Present => {
+                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                check_schema(&conn, path)?;
+                Ok(true)
+            }
+        }
+    }
+
     /// Wraps an already-migrated database without touching its schema (the
     /// caller has checked the version).
     pub(crate) fn unmigrated(opts: SqliteOptions) -> Self {
