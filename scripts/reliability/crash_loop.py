@@ -25,8 +25,9 @@ class Writers:
     """Threads that append batches of 1–10 events with client-chosen ids
     and record the ids of every append answered 201."""
 
-    def __init__(self, count, seed):
+    def __init__(self, count, seed, pause_s=0.0):
         self.server = None
+        self.pause_s = pause_s  # between appends, per writer
         self.acked = {}  # id -> stream
         self.sent_unanswered = 0
         self.statuses = {}
@@ -55,6 +56,7 @@ class Writers:
                     self.sent_unanswered += len(events)
                 time.sleep(0.02)
                 continue
+            time.sleep(self.pause_s)
             with self.lock:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
                 if status == 201:

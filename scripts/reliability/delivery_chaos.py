@@ -130,6 +130,13 @@ def handler(rec):
     return Hook
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A connection reset by a killed server is expected: no traceback."""
+
+    def handle_error(self, request, client_address):
+        pass
+
+
 CONFIG = """
 [[delivery.sinks]]
 name = "chaos"
@@ -169,19 +176,21 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--up-min-s", type=float, default=1.0)
     ap.add_argument("--up-max-s", type=float, default=4.0)
+    ap.add_argument("--pause-s", type=float, default=0.2,
+                    help="each writer's pause between appends (the receiver is slower than ingest)")
     ap.add_argument("--drain-timeout-s", type=float, default=300)
     args = ap.parse_args()
     common.build()
     rnd = random.Random(args.seed)
     rec = Receiver(args.seed)
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), handler(rec))
+    hook = QuietServer(("127.0.0.1", 0), handler(rec))
     hook.daemon_threads = True
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     scratch = tempfile.mkdtemp(prefix="ironclad-chaos-")
     data, config = os.path.join(scratch, "data"), os.path.join(scratch, "ironclad.toml")
     with open(config, "w") as f:
         f.write(CONFIG.format(port=hook.server_address[1], timeout=REQUEST_TIMEOUT_MS))
-    writers = crash_loop.Writers(args.writers, args.seed * 1000)
+    writers = crash_loop.Writers(args.writers, args.seed * 1000, args.pause_s)
     for t in writers.threads:
         t.start()
     kills = []
