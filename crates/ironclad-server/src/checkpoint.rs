@@ -40,9 +40,7 @@
 //! unacknowledged, and it is closed when `ack_window_events` events were
 //! sent from its oldest unacknowledged one on (see `handlers::subscribe`).
 
-mod tracker;
-
-pub use tracker::{AckOutcome, AckTracker, AckWindowFull};
+pub use ironclad_core::ack::{AckOutcome, AckTracker, AckWindowFull};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,6 +8,7 @@ mod serve_support;
 mod cli;
 mod cli_delivery;
 mod realtime;
+mod realtime_consumer;
 mod remote;
 mod serve_auth;
 mod serve_ingest;

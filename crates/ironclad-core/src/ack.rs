@@ -1,5 +1,7 @@
 //! The contiguity rule of consumer checkpoints as a pure, bounded state
-//! machine: [`AckTracker`].
+//! machine: [`AckTracker`]. The server keeps one per named consumer
+//! (`ironclad_server::checkpoint`); the client keeps one over what it
+//! delivered to its caller (`ironclad_client::realtime`).
 //!
 //! # Memory
 //!
@@ -36,7 +38,7 @@ pub enum AckOutcome {
 
 /// The window is full: one more send would put more than `window` events
 /// behind the oldest unacknowledged one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("ack window full: position {oldest} is unacknowledged and {window} events were sent from it on; acknowledge every event (reconnecting resumes after position {checkpoint})")]
 pub struct AckWindowFull {
     /// The oldest unacknowledged position.
@@ -132,6 +134,12 @@ impl AckTracker {
             window: self.window_events,
             checkpoint: self.checkpoint,
         })
+    }
+
+    /// Whether `position`, recorded or skipped, needs no acknowledgement
+    /// any more (at or below the checkpoint, or recorded and acknowledged).
+    pub fn is_acknowledged(&self, position: u64) -> bool {
+        position <= self.checkpoint || (position <= self.last && !self.gaps.contains_key(&position))
     }
 
     /// Records that `position` was sent. Positions must be sent in
@@ -380,11 +388,7 @@ mod tests {
             "{full}"
         );
         assert_eq!(w.pending(), 1);
-        assert_eq!(
-            w.sent(at),
-            Err(full.clone()),
-            "still refused, nothing recorded"
-        );
+        assert_eq!(w.sent(at), Err(full), "still refused, nothing recorded");
         assert_eq!(w.ack(3), AckOutcome::Advanced(at - 1));
         assert_eq!(w.window_room(), window);
         assert_eq!(
