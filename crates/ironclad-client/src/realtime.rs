@@ -18,6 +18,9 @@
 //!   and full jitter ([`backoff`]);
 //! - after [`RealtimeOptions::ws_failures_before_poll`] consecutive
 //!   WebSocket failures, long-polls `GET /v1/poll?after=<last delivered>`
+//!   (with `&consumer=NAME` for a named consumer; with
+//!   [`RealtimeOptions::resume_from_checkpoint`] and nothing delivered yet,
+//!   without `after`, so the server starts after the stored checkpoint)
 //!   instead, tries the WebSocket again every
 //!   [`RealtimeOptions::probe_ws_every_ms`], and switches back as soon as
 //!   one connects;
@@ -60,6 +63,13 @@
 //! limited to [`RealtimeOptions::message_bytes_max`]; a connection that
 //! is silent (not even a ping) for [`RealtimeOptions::idle_timeout_ms`]
 //! is dropped and reconnected.
+//!
+//! A named consumer's acknowledgement state holds only the delivered
+//! events not yet acknowledged. Once
+//! [`RealtimeOptions::ack_window_events`] events were delivered from the
+//! oldest unacknowledged one on, the task delivers nothing more (and does
+//! not reconnect) until the caller acknowledges it; meanwhile the state is
+//! [`ConnectionState::Parked`] with an [`AckWindowFull`] naming the event.
 //!
 //! # Acknowledgements
 //!
