@@ -117,6 +117,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CmdResult {
     };
     let data_dir = config.data_dir.clone();
     let auth = !config.tokens.is_empty();
+    if let Some(warning) = config.unbound_consumers_warning() {
+        tracing::warn!("{warning}");
+    }
     let delivering = engine.is_some();
     let server = serve::bind(config, journal, engine)
         .await

@@ -235,6 +235,25 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/poll` as a named consumer: with `after` omitted the server
+    /// starts after the consumer's stored checkpoint.
+    pub async fn poll_as(
+        &self,
+        after: Option<u64>,
+        consumer: Option<&str>,
+        wait_ms: u64,
+        limit: usize,
+    ) -> Result<PollPage, ClientError> {
+        let mut query = format!("wait_ms={wait_ms}&limit={limit}");
+        if let Some(after) = after {
+            query.push_str(&format!("&after={after}"));
+        }
+        if let Some(c) = consumer {
+            query.push_str(&format!("&consumer={}", encode(c)));
+        }
+        self.get(&format!("/v1/poll?{query}")).await
+    }
+
     /// `GET` any API path (with its query string), as JSON: for endpoints
     /// this client has no typed call for.
     pub async fn get_json(&self, path_and_query: &str) -> Result<serde_json::Value, ClientError> {

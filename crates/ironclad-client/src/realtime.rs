@@ -18,6 +18,9 @@
 //!   and full jitter ([`backoff`]);
 //! - after [`RealtimeOptions::ws_failures_before_poll`] consecutive
 //!   WebSocket failures, long-polls `GET /v1/poll?after=<last delivered>`
+//!   (with `&consumer=NAME` for a named consumer; with
+//!   [`RealtimeOptions::resume_from_checkpoint`] and nothing delivered yet,
+//!   without `after`, so the server starts after the stored checkpoint)
 //!   instead, tries the WebSocket again every
 //!   [`RealtimeOptions::probe_ws_every_ms`], and switches back as soon as
 //!   one connects;
@@ -60,6 +63,13 @@
 //! limited to [`RealtimeOptions::message_bytes_max`]; a connection that
 //! is silent (not even a ping) for [`RealtimeOptions::idle_timeout_ms`]
 //! is dropped and reconnected.
+//!
+//! A named consumer's acknowledgement state holds only the delivered
+//! events not yet acknowledged. Once
+//! [`RealtimeOptions::ack_window_events`] events were delivered from the
+//! oldest unacknowledged one on, the task delivers nothing more (and does
+//! not reconnect) until the caller acknowledges it; meanwhile the state is
+//! [`ConnectionState::Parked`] with an [`AckWindowFull`] naming the event.
 //!
 //! # Acknowledgements
 //!
@@ -104,17 +114,23 @@
 pub mod backoff;
 mod task;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ironclad_core::ack::AckTracker;
 use serde_json::value::RawValue;
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::api::{Client, ClientError};
+
+pub use ironclad_core::ack::AckWindowFull;
+
+/// Default [`RealtimeOptions::ack_window_events`] (the server's default
+/// `ack_window_events` too).
+pub const ACK_WINDOW_EVENTS_DEFAULT: usize = 100_000;
 
 /// How long [`RealtimeClient::shutdown`] waits for the task to close its
 /// connection before aborting it.
@@ -160,6 +176,12 @@ pub struct RealtimeOptions {
     /// A WebSocket that is silent this long (the server pings every 15 s)
     /// is dropped and reconnected, ms.
     pub idle_timeout_ms: u64,
+    /// With a [`consumer`](Self::consumer): most events delivered from the
+    /// oldest one the caller has not acknowledged on. At the window the
+    /// task delivers nothing more and reports
+    /// [`ConnectionState::Parked`] until that event is acknowledged. Keep
+    /// it at most the server's `ack_window_events`.
+    pub ack_window_events: usize,
 }
 
 impl Default for RealtimeOptions {
@@ -178,6 +200,7 @@ impl Default for RealtimeOptions {
             message_bytes_max: 4 * 1024 * 1024,
             connect_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            ack_window_events: ACK_WINDOW_EVENTS_DEFAULT,
         }
     }
 }
@@ -205,6 +228,10 @@ pub enum ConnectionState {
         /// The (jittered) delay before the next try, ms.
         retry_in_ms: u64,
     },
+    /// Delivering nothing more until the caller acknowledges the oldest
+    /// unacknowledged event, which holds the ack window full (see
+    /// [`RealtimeOptions::ack_window_events`]).
+    Parked(AckWindowFull),
     /// The task ended ([`RealtimeClient::shutdown`], dropped client or
     /// receiver).
     Stopped,
@@ -247,48 +274,69 @@ struct Shared {
     ws_acks: Mutex<Option<mpsc::Sender<u64>>>,
     /// What the caller acknowledged (named consumers).
     acks: Mutex<AckState>,
+    /// Signalled after each of the caller's acks (wakes a parked task).
+    acked: Notify,
 }
 
 /// The acknowledgements of a named consumer, over the positions actually
-/// delivered.
-#[derive(Debug, Default)]
+/// delivered: an [`AckTracker`] holding only the unacknowledged ones,
+/// within the ack window.
+#[derive(Debug)]
 struct AckState {
-    /// `P_acked`: every delivered position at or below it was acknowledged.
     /// `None` until the first delivery when starting from the stored
     /// checkpoint (the resume point is then the server's).
-    floor: Option<u64>,
-    /// Delivered positions above `floor`, and whether each was acknowledged.
-    above: BTreeMap<u64, bool>,
+    tracker: Option<AckTracker>,
+    window_events: usize,
+}
+
+impl Default for AckState {
+    fn default() -> Self {
+        AckState::new(Some(0), ACK_WINDOW_EVENTS_DEFAULT)
+    }
 }
 
 impl AckState {
-    /// Records a delivery.
-    fn delivered(&mut self, position: u64) {
-        if self.floor.is_none() {
-            // The server started after its checkpoint and skipped nothing
-            // it sent before `position`.
-            self.floor = Some(position.saturating_sub(1));
+    /// Acknowledgements from `floor` on (`None`: from the stored checkpoint).
+    fn new(floor: Option<u64>, window_events: usize) -> Self {
+        AckState {
+            tracker: floor.map(|f| AckTracker::with_window(f, window_events)),
+            window_events,
         }
-        self.above.insert(position, false);
+    }
+
+    /// `P_acked`: every delivered position at or below it was acknowledged.
+    fn floor(&self) -> Option<u64> {
+        self.tracker.as_ref().map(AckTracker::checkpoint)
+    }
+
+    /// Records a delivery; refused when the window is full.
+    fn delivered(&mut self, position: u64) -> Result<(), AckWindowFull> {
+        let window = self.window_events;
+        // The server started after its checkpoint and skipped nothing it
+        // sent before `position`.
+        let tracker = self
+            .tracker
+            .get_or_insert_with(|| AckTracker::with_window(position.saturating_sub(1), window));
+        tracker.sent(position).map(|_| ())
     }
 
     /// Records the caller's ack and advances the floor.
     fn ack(&mut self, position: u64) {
-        if let Some(acked) = self.above.get_mut(&position) {
-            *acked = true;
-        }
-        while let Some(entry) = self.above.first_entry() {
-            if !*entry.get() {
-                break;
-            }
-            let (p, _) = entry.remove_entry();
-            self.floor = Some(p);
+        if let Some(t) = &mut self.tracker {
+            t.ack(position);
         }
     }
 
     /// Whether the caller acknowledged the delivered `position`.
     fn is_acked(&self, position: u64) -> bool {
-        self.floor.is_some_and(|f| position <= f) || self.above.get(&position) == Some(&true)
+        self.tracker
+            .as_ref()
+            .is_some_and(|t| t.is_acknowledged(position))
+    }
+
+    /// Why nothing more may be delivered, if so.
+    fn window_full(&self) -> Option<AckWindowFull> {
+        self.tracker.as_ref().and_then(AckTracker::window_full)
     }
 }
 
@@ -322,7 +370,10 @@ impl RealtimeClient {
         };
         shared.last_delivered.store(from, Ordering::SeqCst);
         if let Ok(mut a) = shared.acks.lock() {
-            a.floor = (!from_checkpoint).then_some(from);
+            *a = AckState::new(
+                (!from_checkpoint).then_some(from),
+                options.ack_window_events,
+            );
         }
         let consumer = options.consumer.clone();
         let run = task::Task::new(
@@ -375,10 +426,11 @@ impl RealtimeClient {
         let floor = match self.shared.acks.lock() {
             Ok(mut a) => {
                 a.ack(position);
-                a.floor
+                a.floor()
             }
             Err(_) => None,
         };
+        self.shared.acked.notify_one();
         let ws = self
             .shared
             .ws_acks
@@ -427,7 +479,7 @@ impl Drop for RealtimeClient {
 
 #[cfg(test)]
 mod tests {
-    use super::AckState;
+    use super::{AckState, AckTracker};
 
     #[tokio::test]
     async fn debug_output_never_shows_the_token() {
@@ -441,27 +493,53 @@ mod tests {
 
     #[test]
     fn the_floor_advances_through_contiguous_acks_of_delivered_positions() {
-        let mut a = AckState {
-            floor: Some(2),
-            above: Default::default(),
-        };
+        let mut a = AckState::new(Some(2), 100);
         for p in [3, 5, 6, 9] {
-            a.delivered(p);
+            a.delivered(p).expect("within the window");
         }
         a.ack(6);
-        assert_eq!(a.floor, Some(2));
+        assert_eq!(a.floor(), Some(2));
         assert!(a.is_acked(6) && !a.is_acked(5));
         a.ack(3);
-        assert_eq!(a.floor, Some(3));
+        assert_eq!(a.floor(), Some(3));
         a.ack(5);
-        assert_eq!(a.floor, Some(6), "4 was never delivered");
+        assert_eq!(a.floor(), Some(6), "4 was never delivered");
         a.ack(9);
-        assert_eq!(a.floor, Some(9));
-        assert!(a.above.is_empty());
+        assert_eq!(a.floor(), Some(9));
 
-        let mut b = AckState::default();
-        b.delivered(7);
-        assert_eq!(b.floor, Some(6), "after the stored checkpoint");
+        let mut b = AckState::new(None, 100);
+        b.delivered(7).expect("within the window");
+        assert_eq!(b.floor(), Some(6), "after the stored checkpoint");
         assert!(b.is_acked(6) && !b.is_acked(7));
+    }
+
+    /// Five million deliveries acknowledged behind one that is not hold one
+    /// entry; at a window the next delivery is refused with a typed error
+    /// naming the gap.
+    #[test]
+    fn millions_behind_one_unacknowledged_event_stay_bounded() {
+        let mut a = AckState::new(Some(0), usize::MAX);
+        for p in 1..=5_000_000u64 {
+            a.delivered(p).expect("no window");
+            if p != 2 {
+                a.ack(p);
+            }
+        }
+        assert_eq!(a.floor(), Some(1));
+        assert_eq!(a.tracker.as_ref().map(AckTracker::pending), Some(1));
+
+        let mut w = AckState::new(Some(0), 1_000);
+        for p in 1..=1_000u64 {
+            w.delivered(p).expect("within the window");
+            if p != 1 {
+                w.ack(p);
+            }
+        }
+        let full = w.delivered(1_001).expect_err("the window is full");
+        assert_eq!((full.oldest, full.window, full.checkpoint), (1, 1_000, 0));
+        assert_eq!(w.window_full(), Some(full));
+        w.ack(1);
+        assert_eq!(w.window_full(), None);
+        w.delivered(1_001).expect("room again");
     }
 }

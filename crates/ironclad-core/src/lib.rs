@@ -9,6 +9,7 @@
 //! driver, the server) live in `ironclad` and call into this crate.
 #![warn(missing_docs)]
 
+pub mod ack;
 pub mod consumer;
 pub mod delivery;
 pub mod expected;

@@ -10,7 +10,8 @@
 //! consumer. The consumer acknowledges positions in any order. Its
 //! checkpoint is the highest position `P` such that **every position sent
 //! to it at or below `P` has been acknowledged** ([`AckTracker`], a pure
-//! state machine with a property test). Positions the subscription read
+//! state machine with a property test, holding only the unacknowledged
+//! positions, within a window). Positions the subscription read
 //! and filtered out count as acknowledged: they are reported with
 //! [`Checkpoints::sent`]'s `scanned_to`, so a consumer of a quiet stream
 //! does not rescan the whole log after a restart. A session that starts
@@ -34,11 +35,14 @@
 //! A consumer has at most one live subscription: opening a second one
 //! evicts the first (its socket is closed with a reason), so two sessions
 //! never interleave their sent sequences. Memory is bounded: at most
-//! `consumers_max` consumers are tracked at once, and a session stops
+//! `consumers_max` consumers are tracked at once, a session stops
 //! reading new events while `unacked_max` of the events it sent are
-//! unacknowledged (see `handlers::subscribe`).
+//! unacknowledged, and it is closed when `ack_window_events` events were
+//! sent from its oldest unacknowledged one on (see `handlers::subscribe`).
 
-use std::collections::{HashMap, VecDeque};
+pub use ironclad_core::ack::{AckOutcome, AckTracker, AckWindowFull};
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,124 +73,6 @@ pub fn validate_consumer_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// What an acknowledgement did to an [`AckTracker`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckOutcome {
-    /// The checkpoint moved forward (to the value inside).
-    Advanced(u64),
-    /// Recorded; the checkpoint waits for an earlier sent position.
-    Held,
-    /// Nothing to do: at or below the checkpoint, already acknowledged, or
-    /// never sent to this consumer.
-    Ignored,
-}
-
-/// The contiguity rule as a pure state machine: the checkpoint is the
-/// highest position `P` such that every position sent at or below `P` has
-/// been acknowledged. Memory is one entry per sent-and-unsettled position
-/// (the caller bounds how many it sends before acknowledgements arrive).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AckTracker {
-    checkpoint: u64,
-    /// Sent positions above the checkpoint, increasing, each with whether
-    /// it is acknowledged. A trailing acknowledged entry may stand for a
-    /// scanned range (see [`AckTracker::scanned`]).
-    pending: VecDeque<(u64, bool)>,
-}
-
-impl AckTracker {
-    /// A tracker whose checkpoint starts at `checkpoint`.
-    pub fn new(checkpoint: u64) -> Self {
-        AckTracker {
-            checkpoint,
-            pending: VecDeque::new(),
-        }
-    }
-
-    /// The current checkpoint.
-    pub fn checkpoint(&self) -> u64 {
-        self.checkpoint
-    }
-
-    /// Entries held: sent positions above the checkpoint.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
-    fn last(&self) -> u64 {
-        self.pending.back().map_or(self.checkpoint, |e| e.0)
-    }
-
-    /// Records that `position` was sent. Positions must be sent in
-    /// increasing order; one at or below the last recorded is ignored
-    /// (returns `false`).
-    pub fn sent(&mut self, position: u64) -> bool {
-        if position <= self.last() {
-            return false;
-        }
-        self.pending.push_back((position, false));
-        true
-    }
-
-    /// Records that every position up to `through` that was not sent was
-    /// read and filtered out, so it needs no acknowledgement.
-    pub fn scanned(&mut self, through: u64) -> AckOutcome {
-        if through <= self.last() {
-            return AckOutcome::Ignored;
-        }
-        match self.pending.back_mut() {
-            // Coalesce: an acknowledged tail entry only ever stands for
-            // "settled up to here", so it can be extended.
-            Some(back) if back.1 => back.0 = through,
-            _ => self.pending.push_back((through, true)),
-        }
-        self.advance()
-    }
-
-    /// Acknowledges one sent position.
-    pub fn ack(&mut self, position: u64) -> AckOutcome {
-        if position <= self.checkpoint {
-            return AckOutcome::Ignored;
-        }
-        match self.pending.binary_search_by_key(&position, |e| e.0) {
-            Ok(i) if !self.pending[i].1 => {
-                self.pending[i].1 = true;
-                self.advance()
-            }
-            _ => AckOutcome::Ignored,
-        }
-    }
-
-    /// Acknowledges everything up to `position` at once (the polling path's
-    /// cumulative acknowledgement).
-    pub fn ack_through(&mut self, position: u64) -> AckOutcome {
-        if position <= self.checkpoint {
-            return AckOutcome::Ignored;
-        }
-        while self.pending.front().is_some_and(|e| e.0 <= position) {
-            self.pending.pop_front();
-        }
-        self.checkpoint = position;
-        match self.advance() {
-            AckOutcome::Held | AckOutcome::Ignored => AckOutcome::Advanced(self.checkpoint),
-            advanced => advanced,
-        }
-    }
-
-    fn advance(&mut self) -> AckOutcome {
-        let before = self.checkpoint;
-        while let Some(&(p, true)) = self.pending.front() {
-            self.checkpoint = p;
-            self.pending.pop_front();
-        }
-        if self.checkpoint > before {
-            AckOutcome::Advanced(self.checkpoint)
-        } else {
-            AckOutcome::Held
-        }
-    }
 }
 
 /// Settings of the checkpoint worker.
@@ -247,6 +133,7 @@ enum Msg {
     Open {
         consumer: String,
         stored: u64,
+        window_events: usize,
         session: u64,
         reply: oneshot::Sender<Result<Opened, CheckpointError>>,
     },
@@ -309,13 +196,21 @@ impl Checkpoints {
     }
 
     /// Registers a live subscription of `consumer`, whose stored checkpoint
-    /// is `stored`; evicts the consumer's previous session, if any.
-    pub async fn open(&self, consumer: &str, stored: u64) -> Result<Opened, CheckpointError> {
+    /// is `stored`; evicts the consumer's previous session, if any. At most
+    /// `window_events` of its sends are tracked behind an unacknowledged
+    /// one ([`AckTracker::with_window`]).
+    pub async fn open(
+        &self,
+        consumer: &str,
+        stored: u64,
+        window_events: usize,
+    ) -> Result<Opened, CheckpointError> {
         let (reply, rx) = oneshot::channel();
         let session = self.sessions.fetch_add(1, Ordering::Relaxed);
         self.send(Msg::Open {
             consumer: consumer.to_string(),
             stored,
+            window_events,
             session,
             reply,
         })
@@ -490,13 +385,14 @@ impl Worker {
             Msg::Open {
                 consumer,
                 stored,
+                window_events,
                 session,
                 reply,
             } => {
                 let opened = self.tracked(&consumer).map(|state| {
                     let checkpoint = state.tracker.checkpoint().max(stored);
                     state.persisted = state.persisted.max(stored);
-                    state.tracker = AckTracker::new(checkpoint);
+                    state.tracker = AckTracker::with_window(checkpoint, window_events);
                     let (evict, evicted) = oneshot::channel();
                     if let Some((_, old)) = state.session.replace((session, evict)) {
                         let _ = old.send(());
@@ -517,10 +413,25 @@ impl Worker {
             } => {
                 if let Some(state) = self.consumers.get_mut(&consumer) {
                     if state.is_current(session) {
-                        for p in positions {
-                            state.tracker.sent(p);
+                        let refused = positions
+                            .into_iter()
+                            .find_map(|p| state.tracker.sent(p).err());
+                        match refused {
+                            None => {
+                                state.tracker.scanned(scanned_to);
+                            }
+                            // The session checks its window before sending,
+                            // so this is a bug; dropping the session keeps
+                            // the checkpoint at the gap (never past an
+                            // unrecorded send) and the tracker bounded.
+                            Some(full) => {
+                                tracing::warn!(
+                                    consumer,
+                                    "{full}; ignoring the rest of this session"
+                                );
+                                state.session = None;
+                            }
                         }
-                        state.tracker.scanned(scanned_to);
                     }
                 }
             }
@@ -631,122 +542,6 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-    use std::collections::BTreeSet;
-
-    /// The rule, by brute force: the highest `P` in {start} ∪ settled
-    /// positions such that every sent position ≤ `P` is acknowledged.
-    fn reference(start: u64, sent: &[u64], acked: &BTreeSet<u64>, scanned: &[u64]) -> u64 {
-        let mut candidates: Vec<u64> = sent.to_vec();
-        candidates.push(start);
-        candidates.extend_from_slice(scanned);
-        candidates
-            .into_iter()
-            .filter(|&p| p >= start)
-            .filter(|&p| sent.iter().all(|s| *s > p || acked.contains(s)))
-            .max()
-            .unwrap_or(start)
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Send(u64),
-        Ack(usize),
-        Scan(u64),
-    }
-
-    fn ops() -> impl Strategy<Value = Vec<Op>> {
-        prop::collection::vec(
-            prop_oneof![
-                (1u64..4).prop_map(Op::Send),
-                (0usize..64).prop_map(Op::Ack),
-                (0u64..4).prop_map(Op::Scan),
-            ],
-            0..80,
-        )
-    }
-
-    proptest! {
-        /// The tracker equals the brute-force rule after every step, and
-        /// never moves backwards.
-        #[test]
-        fn checkpoint_is_the_contiguous_acknowledged_prefix(start in 0u64..5, ops in ops()) {
-            let mut t = AckTracker::new(start);
-            let mut sent: Vec<u64> = Vec::new();
-            let mut acked = BTreeSet::new();
-            let mut last = start;
-            let mut scanned = Vec::new();
-            for op in ops {
-                let before = t.checkpoint();
-                match op {
-                    Op::Send(gap) => {
-                        last += gap;
-                        prop_assert!(t.sent(last));
-                        sent.push(last);
-                    }
-                    Op::Ack(i) => {
-                        if let Some(&p) = sent.get(i) {
-                            t.ack(p);
-                            acked.insert(p);
-                        } else {
-                            // A position never sent changes nothing.
-                            prop_assert_eq!(t.ack(last + 1 + i as u64), AckOutcome::Ignored);
-                        }
-                    }
-                    Op::Scan(gap) => {
-                        // Filtered-out positions after everything sent.
-                        last += gap;
-                        scanned.push(last);
-                        t.scanned(last);
-                    }
-                }
-                prop_assert!(t.checkpoint() >= before, "moved backwards");
-                prop_assert_eq!(t.checkpoint(), reference(start, &sent, &acked, &scanned));
-                // Memory: at most one entry per sent position above the
-                // checkpoint, plus one scanned marker after each.
-                let above = sent.iter().filter(|p| **p > t.checkpoint()).count();
-                prop_assert!(t.pending() <= 2 * above + 1);
-            }
-        }
-
-        /// Cumulative acknowledgement: never backwards, and at least `p`.
-        #[test]
-        fn ack_through_is_monotonic(start in 0u64..50, ps in prop::collection::vec(0u64..100, 0..20)) {
-            let mut t = AckTracker::new(start);
-            let mut expect = start;
-            for p in ps {
-                t.ack_through(p);
-                expect = expect.max(p);
-                prop_assert_eq!(t.checkpoint(), expect);
-            }
-        }
-    }
-
-    #[test]
-    fn out_of_order_acks_advance_only_when_contiguous() {
-        let mut t = AckTracker::new(0);
-        for p in [1, 2, 3] {
-            assert!(t.sent(p));
-        }
-        assert_eq!(t.ack(3), AckOutcome::Held);
-        assert_eq!(t.checkpoint(), 0);
-        assert_eq!(t.ack(1), AckOutcome::Advanced(1));
-        assert_eq!(t.ack(2), AckOutcome::Advanced(3));
-        assert_eq!(t.ack(2), AckOutcome::Ignored, "duplicate");
-        assert_eq!(t.pending(), 0);
-    }
-
-    #[test]
-    fn filtered_gaps_are_crossed_once_everything_sent_is_acked() {
-        let mut t = AckTracker::new(0);
-        t.sent(2);
-        t.sent(5);
-        assert_eq!(t.scanned(9), AckOutcome::Held);
-        assert_eq!(t.ack(5), AckOutcome::Held);
-        assert_eq!(t.ack(4), AckOutcome::Ignored, "never sent");
-        assert_eq!(t.ack(2), AckOutcome::Advanced(9));
-        assert!(!t.sent(9), "sends must be increasing");
-    }
 
     #[test]
     fn names_are_checked() {

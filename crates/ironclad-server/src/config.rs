@@ -19,6 +19,7 @@
 //! [[server.tokens]]
 //! token = "…"                           # never logged
 //! role = "producer"                     # producer | consumer | admin
+//! consumers = ["billing", "audit-*"]    # consumer role only: the names it may use
 //!
 //! [server.limits]
 //! body_bytes_max = 8388608
@@ -42,7 +43,8 @@
 //! `IRONCLAD_LISTEN`, `IRONCLAD_DATA_DIR`, `IRONCLAD_INSECURE_NO_AUTH`
 //! (`1`/`true`/`0`/`false`), `IRONCLAD_TOKENS` (replaces the file's tokens:
 //! comma-separated `role:token` pairs, e.g.
-//! `producer:p-secret,admin:a-secret`), `IRONCLAD_ALLOWED_ORIGINS` and
+//! `producer:p-secret,admin:a-secret`; a consumer token's names follow
+//! `=`, separated by `|`: `consumer=billing|audit-*:c-secret`), `IRONCLAD_ALLOWED_ORIGINS` and
 //! `IRONCLAD_ALLOWED_HOSTS` (comma-separated; replace the file's lists),
 //! and one `IRONCLAD_<KEY>` per limit,
 //! e.g. `IRONCLAD_BODY_BYTES_MAX`.
@@ -55,7 +57,7 @@ use ironclad::{Durability, JournalConfig};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::auth::{Auth, Role};
+use crate::auth::{Auth, ConsumerNames, Role};
 use crate::checkpoint::CheckpointConfig;
 
 /// Default listen address.
@@ -74,7 +76,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     (
         "IRONCLAD_TOKENS",
-        "comma-separated role:token pairs; replaces [[server.tokens]]",
+        "comma-separated role:token pairs (consumer=NAME|PREFIX*:token binds names); replaces [[server.tokens]]",
     ),
     (
         "IRONCLAD_ALLOWED_ORIGINS",
@@ -169,6 +171,9 @@ impl Default for JournalSettings {
     }
 }
 
+/// Default [`SubscribeConfig::ack_window_events`].
+pub const ACK_WINDOW_EVENTS_DEFAULT: usize = 100_000;
+
 /// Longest `wait_ms` a long-poll may ask for; it is further kept below the
 /// server's request timeout.
 pub const POLL_WAIT_MS_MAX: u64 = 30_000;
@@ -187,6 +192,11 @@ pub struct SubscribeConfig {
     /// Events a named consumer may have unacknowledged; at this many the
     /// session stops reading until acknowledgements arrive.
     pub unacked_max: usize,
+    /// Events a named consumer may be sent from its oldest unacknowledged
+    /// one on (acknowledged or not): past it the session is closed (1008
+    /// `ack window full`), so the server's acknowledgement state stays
+    /// bounded when one event is never acknowledged. At least `unacked_max`.
+    pub ack_window_events: usize,
     /// Events read from the store per page.
     pub page_events: usize,
     /// Interval between the server's pings.
@@ -216,6 +226,7 @@ impl Default for SubscribeConfig {
             buffer_events: 1_024,
             slow_grace: Duration::from_millis(500),
             unacked_max: 10_000,
+            ack_window_events: ACK_WINDOW_EVENTS_DEFAULT,
             page_events: 512,
             ping_interval: Duration::from_secs(15),
             pong_timeout: Duration::from_secs(45),
@@ -238,6 +249,8 @@ pub struct SubscribeSettings {
     pub buffer_events: usize,
     /// Events a named consumer may have unacknowledged before the session pauses.
     pub unacked_max: usize,
+    /// Events sent from the oldest unacknowledged one before the session is closed.
+    pub ack_window_events: usize,
     /// Most WebSocket sessions at once.
     pub sessions_max: usize,
     /// Interval between the server's pings, ms.
@@ -252,6 +265,7 @@ impl Default for SubscribeSettings {
         SubscribeSettings {
             buffer_events: d.buffer_events,
             unacked_max: d.unacked_max,
+            ack_window_events: d.ack_window_events,
             sessions_max: d.sessions_max,
             ping_interval_ms: u64::try_from(d.ping_interval.as_millis()).unwrap_or(u64::MAX),
             pong_timeout_ms: u64::try_from(d.pong_timeout.as_millis()).unwrap_or(u64::MAX),
@@ -265,6 +279,7 @@ impl SubscribeSettings {
         SubscribeConfig {
             buffer_events: self.buffer_events,
             unacked_max: self.unacked_max,
+            ack_window_events: self.ack_window_events,
             sessions_max: self.sessions_max,
             ping_interval: std::time::Duration::from_millis(self.ping_interval_ms),
             pong_timeout: std::time::Duration::from_millis(self.pong_timeout_ms),
@@ -297,6 +312,12 @@ impl SubscribeSettings {
             10_000_000,
         )?;
         range(
+            "subscribe.ack_window_events",
+            self.ack_window_events as u64,
+            self.unacked_max as u64,
+            100_000_000,
+        )?;
+        range(
             "subscribe.sessions_max",
             self.sessions_max as u64,
             1,
@@ -326,6 +347,11 @@ pub struct TokenConfig {
     pub token: String,
     /// What it may do.
     pub role: Role,
+    /// A consumer token's consumer names: exact, or a prefix ending in
+    /// `*`. `None`: any name (and [`ServerConfig::unbound_consumers_warning`]
+    /// warns when that lets consumer tokens act as each other).
+    #[serde(default)]
+    pub consumers: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -333,6 +359,7 @@ impl std::fmt::Debug for TokenConfig {
         f.debug_struct("TokenConfig")
             .field("token", &"<redacted>")
             .field("role", &self.role)
+            .field("consumers", &self.consumers)
             .finish()
     }
 }
@@ -436,6 +463,23 @@ fn check_tokens(tokens: &[TokenConfig]) -> Result<(), ServerConfigError> {
             range: "at least 8 bytes, not all whitespace: use a long random token",
         });
     }
+    for (i, t) in tokens.iter().enumerate() {
+        let Some(names) = &t.consumers else { continue };
+        let refused = if t.role == Role::Consumer {
+            ConsumerNames::parse(names).err()
+        } else {
+            Some(format!(
+                "only a consumer token is bound to names (a {} token is not)",
+                t.role.as_str()
+            ))
+        };
+        if let Some(reason) = refused {
+            return Err(ServerConfigError::Toml(format!(
+                "server.tokens entry {}: consumers: {reason}",
+                i + 1
+            )));
+        }
+    }
     let mut seen = std::collections::HashMap::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
         if let Some(first) = seen.insert(t.token.as_str(), i) {
@@ -486,7 +530,9 @@ fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
-/// Parses `IRONCLAD_TOKENS`: comma-separated `role:token` pairs.
+/// Parses `IRONCLAD_TOKENS`: comma-separated `role:token` pairs, where a
+/// consumer role may carry its names: `consumer=billing|audit-*:token`
+/// (names cannot hold `:`, `,`, `=` or `|`, so this is unambiguous).
 pub fn parse_tokens(text: &str) -> Result<Vec<TokenConfig>, String> {
     let mut out = Vec::new();
     for (i, pair) in text.split(',').enumerate() {
@@ -499,6 +545,10 @@ pub fn parse_tokens(text: &str) -> Result<Vec<TokenConfig>, String> {
                 "entry {} has no `role:` prefix: write role:token pairs separated by commas",
                 i + 1
             ));
+        };
+        let (role, names) = match role.split_once('=') {
+            Some((role, names)) => (role, Some(names.split('|').map(str::to_string).collect())),
+            None => (role, None),
         };
         let role = match role.trim() {
             "producer" => Role::Producer,
@@ -514,6 +564,7 @@ pub fn parse_tokens(text: &str) -> Result<Vec<TokenConfig>, String> {
         out.push(TokenConfig {
             token: token.to_string(),
             role,
+            consumers: names,
         });
     }
     Ok(out)
@@ -656,7 +707,40 @@ impl ServerConfig {
 
     /// The token table for [`crate::handlers::guard::require`].
     pub fn auth(&self) -> Auth {
-        Auth::new(self.tokens.iter().map(|t| (t.token.clone(), t.role)))
+        Auth::bound(self.tokens.iter().map(|t| {
+            // Checked by `check`; an unchecked bad binding binds to nothing
+            // rather than to everything.
+            let names = t
+                .consumers
+                .as_ref()
+                .map(|n| ConsumerNames::parse(n).unwrap_or_else(|_| ConsumerNames::none()));
+            (t.token.clone(), t.role, names)
+        }))
+    }
+
+    /// A warning for the start-up log when two or more consumer tokens
+    /// exist and some are bound to no names: those may act as (ack for,
+    /// evict) any consumer, including the others'.
+    pub fn unbound_consumers_warning(&self) -> Option<String> {
+        let consumers: Vec<_> = self
+            .tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.role == Role::Consumer)
+            .collect();
+        let unbound: Vec<String> = consumers
+            .iter()
+            .filter(|(_, t)| t.consumers.is_none())
+            .map(|(i, _)| (i + 1).to_string())
+            .collect();
+        (consumers.len() >= 2 && !unbound.is_empty()).then(|| {
+            format!(
+                "{} of {} consumer tokens (server.tokens entries {}) are bound to no consumer names, so they may subscribe, acknowledge and evict as any consumer: set `consumers = [...]` on each",
+                unbound.len(),
+                consumers.len(),
+                unbound.join(", ")
+            )
+        })
     }
 
     /// The Host, Origin and content-type policy ([`crate::origin`]).
@@ -929,5 +1013,64 @@ body_bytes_max = 4096
             c.check(),
             Err(ServerConfigError::OutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn consumer_tokens_bind_names_in_the_file_and_the_environment() {
+        let file = r#"
+[[server.tokens]]
+token = "billing-token"
+role = "consumer"
+consumers = ["billing", "audit-*"]
+[[server.tokens]]
+token = "free-consumer"
+role = "consumer"
+"#;
+        let c = ServerConfig::from_toml_str(file).expect("parses");
+        assert!(c.check().is_ok());
+        assert_eq!(
+            c.tokens[0].consumers.as_deref(),
+            Some(&["billing".to_string(), "audit-*".to_string()][..])
+        );
+        let warning = c
+            .unbound_consumers_warning()
+            .expect("one of two is unbound");
+        assert!(
+            warning.contains("entries 2") && warning.contains("any consumer"),
+            "{warning}"
+        );
+        let caller = c
+            .auth()
+            .check(
+                Some(b"Bearer billing-token"),
+                crate::auth::Access::Subscribe,
+            )
+            .expect("admitted");
+        assert!(caller.check_consumer("audit-eu").is_ok());
+        assert!(caller.check_consumer("audit").is_err());
+
+        let mut env = ServerConfig::default();
+        env.apply_env(|k| {
+            (k == "IRONCLAD_TOKENS")
+                .then(|| "consumer=billing|audit-*:c-secret:1,consumer=audit:a-secret-2".into())
+        })
+        .expect("valid env");
+        assert!(env.check().is_ok());
+        assert_eq!(env.tokens[0].token, "c-secret:1");
+        assert_eq!(env.tokens[1].consumers, Some(vec!["audit".to_string()]));
+        assert_eq!(env.unbound_consumers_warning(), None, "all bound");
+
+        for bad in [
+            "[[server.tokens]]\ntoken = \"admin-token\"\nrole = \"admin\"\nconsumers = [\"a\"]\n",
+            "[[server.tokens]]\ntoken = \"cons-token\"\nrole = \"consumer\"\nconsumers = [\"a*b\"]\n",
+        ] {
+            let err = ServerConfig::from_toml_str(bad).expect("parses").check().expect_err(bad);
+            assert!(err.to_string().contains("entry 1: consumers"), "{err}");
+        }
+        let window = "[server.subscribe]\nunacked_max = 50\nack_window_events = 49\n";
+        assert!(ServerConfig::from_toml_str(window)
+            .expect("parses")
+            .check()
+            .is_err());
     }
 }

@@ -10,6 +10,7 @@ mod cli_delivery;
 mod cli_json;
 mod cli_rough_edges;
 mod realtime;
+mod realtime_consumer;
 mod remote;
 mod serve_auth;
 mod serve_disk;

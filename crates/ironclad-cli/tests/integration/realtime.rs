@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Options that retry quickly.
-fn fast_options() -> RealtimeOptions {
+pub(crate) fn fast_options() -> RealtimeOptions {
     RealtimeOptions {
         backoff_ms_base: 20,
         backoff_ms_max: 300,
@@ -69,7 +69,11 @@ fn batch(ids: std::ops::Range<u128>) -> AppendBody {
 
 /// Appends, retrying (same ids) until the server acknowledges; returns the
 /// positions.
-async fn append_retrying(client: &Client, stream: &str, ids: std::ops::Range<u128>) -> Vec<u64> {
+pub(crate) async fn append_retrying(
+    client: &Client,
+    stream: &str,
+    ids: std::ops::Range<u128>,
+) -> Vec<u64> {
     let body = batch(ids);
     let deadline = Instant::now() + WAIT;
     loop {
@@ -106,7 +110,7 @@ async fn log_positions(client: &Client, streams: &[&str]) -> Vec<u64> {
 
 /// Collects delivered events' positions in the background (checking each
 /// event's JSON carries the same position).
-fn collect(mut rx: mpsc::Receiver<Event>) -> Arc<Mutex<Vec<u64>>> {
+pub(crate) fn collect(mut rx: mpsc::Receiver<Event>) -> Arc<Mutex<Vec<u64>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let out = seen.clone();
     tokio::spawn(async move {
@@ -134,7 +138,7 @@ fn record_states(mut rx: watch::Receiver<ConnectionState>) -> Arc<Mutex<Vec<Conn
 }
 
 /// Waits until the collector has seen `position` (or panics).
-async fn wait_for_position(seen: &Mutex<Vec<u64>>, position: u64, what: &str) {
+pub(crate) async fn wait_for_position(seen: &Mutex<Vec<u64>>, position: u64, what: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
         if seen
@@ -155,7 +159,10 @@ async fn wait_for_position(seen: &Mutex<Vec<u64>>, position: u64, what: &str) {
 }
 
 /// Waits until the state is `want`.
-async fn wait_for_state(rx: &mut watch::Receiver<ConnectionState>, want: ConnectionState) {
+pub(crate) async fn wait_for_state(
+    rx: &mut watch::Receiver<ConnectionState>,
+    want: ConnectionState,
+) {
     let r = tokio::time::timeout(WAIT, rx.wait_for(|s| *s == want))
         .await
         .map(|r| r.map(|_| ()));
@@ -335,9 +342,9 @@ async fn sigkill_and_restart_lose_and_repeat_nothing() {
 
 /// A TCP proxy that answers `400` to `GET /v1/subscribe…` while `block` is
 /// set, and forwards everything else.
-struct Proxy {
-    base: String,
-    block: Arc<AtomicBool>,
+pub(crate) struct Proxy {
+    pub(crate) base: String,
+    pub(crate) block: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -347,7 +354,7 @@ impl Drop for Proxy {
     }
 }
 
-async fn proxy(upstream: SocketAddr, block: bool) -> Proxy {
+pub(crate) async fn proxy(upstream: SocketAddr, block: bool) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let block = Arc::new(AtomicBool::new(block));
@@ -517,7 +524,7 @@ async fn kill_and_restart(mut server: Server, dir: &std::path::Path) -> Server {
 }
 
 /// The next event, in time.
-async fn next_event(rx: &mut mpsc::Receiver<Event>) -> u64 {
+pub(crate) async fn next_event(rx: &mut mpsc::Receiver<Event>) -> u64 {
     tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("an event in time")

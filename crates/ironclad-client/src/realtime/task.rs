@@ -132,6 +132,11 @@ impl Task {
             let ws = match pending.take() {
                 Some(ws) => Ok(ws),
                 None => {
+                    // A full ack window would make the server close the new
+                    // session again at once: wait for the caller first.
+                    if self.wait_for_window(None).await.is_err() {
+                        return;
+                    }
                     self.state.set(ConnectionState::Connecting);
                     let from = self.resume_from();
                     match until_stop(
@@ -186,12 +191,54 @@ impl Task {
         if self.opts.consumer.is_none() {
             return Some(self.last);
         }
-        self.shared.acks.lock().ok().and_then(|a| a.floor)
+        self.shared.acks.lock().ok().and_then(|a| a.floor())
     }
 
     /// Whether the caller acknowledged the delivered `position`.
     fn caller_acked(&self, position: u64) -> bool {
         self.opts.consumer.is_some() && self.shared.acks.lock().is_ok_and(|a| a.is_acked(position))
+    }
+
+    /// While the caller's ack window is full, shows
+    /// [`ConnectionState::Parked`] and waits for its acks (forwarding them
+    /// to the WebSocket, if any); then shows `Live` again.
+    async fn wait_for_window(
+        &mut self,
+        mut ws: Option<(&mut Ws, &mut mpsc::Receiver<u64>)>,
+    ) -> Result<(), DeliverError> {
+        let mut parked = false;
+        loop {
+            let full = self.shared.acks.lock().ok().and_then(|a| a.window_full());
+            let Some(full) = full else { break };
+            if !parked {
+                tracing::warn!("{full}: delivering nothing more until it is acknowledged");
+                parked = true;
+            }
+            self.state.set(ConnectionState::Parked(full));
+            let acked = self.shared.acked.notified();
+            match ws.as_mut() {
+                None => until_stop(&mut self.stop, &self.tx, acked)
+                    .await
+                    .map_err(|Stop| DeliverError::Stop)?,
+                Some((ws, acks)) => tokio::select! {
+                    biased;
+                    _ = stopped(&mut self.stop, &self.tx) => return Err(DeliverError::Stop),
+                    _ = acked => {}
+                    Some(a) = acks.recv() => {
+                        forward_ack(ws, a, self.session_seen).await.map_err(DeliverError::Ws)?;
+                    }
+                },
+            }
+        }
+        if parked {
+            let transport = if ws.is_some() {
+                Transport::WebSocket
+            } else {
+                Transport::Poll
+            };
+            self.state.set(ConnectionState::Live(transport));
+        }
+        Ok(())
     }
 
     /// Sleeps the jittered delay of attempt `attempt`, showing it.
@@ -226,6 +273,11 @@ impl Task {
             }
             return Ok(());
         }
+        let mut ws = ws;
+        if self.opts.consumer.is_some() {
+            let ws = ws.as_mut().map(|(w, a)| (&mut **w, &mut **a));
+            self.wait_for_window(ws).await?;
+        }
         let permit = match ws {
             None => {
                 let tx = self.tx.clone();
@@ -250,7 +302,10 @@ impl Task {
         self.last = ev.position;
         if self.opts.consumer.is_some() {
             if let Ok(mut a) = self.shared.acks.lock() {
-                a.delivered(ev.position);
+                // Only this task delivers, and it waited for room above.
+                if let Err(e) = a.delivered(ev.position) {
+                    tracing::warn!("{e}");
+                }
             }
         }
         self.shared
@@ -362,8 +417,13 @@ impl Task {
                     }
                 }
             }
-            let poll = self.client.poll(
-                self.last,
+            // A named consumer that has delivered nothing yet and starts
+            // from its stored checkpoint lets the server resume it there;
+            // otherwise after the last delivered event.
+            let after = self.resume_from().map(|_| self.last);
+            let poll = self.client.poll_as(
+                after,
+                self.opts.consumer.as_deref(),
                 self.opts.poll_wait_ms,
                 self.opts.poll_limit.max(1),
             );

@@ -9,6 +9,7 @@ mod served;
 
 mod admin;
 mod auth_ingest;
+mod consumers;
 mod head_errors;
 mod ingest;
 mod limits;

@@ -284,6 +284,7 @@ async fn with_tokens_a_host_name_passes_unless_allowed_hosts_is_set() {
     let tokens = vec![TokenConfig {
         token: "producer-token-1".into(),
         role: Role::Producer,
+        consumers: None,
     }];
     let open = start(|c| c.tokens = tokens.clone(), None).await;
     let host = format!("ironclad.example.com:{}", open.addr.port());

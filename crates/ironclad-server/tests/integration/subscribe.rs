@@ -34,12 +34,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Quick batching, so tests see persisted checkpoints soon.
-fn fast() -> SubscribeConfig {
+pub(crate) fn fast() -> SubscribeConfig {
     SubscribeConfig {
         checkpoint: CheckpointConfig {
             flush_interval: Duration::from_millis(20),
@@ -49,16 +49,16 @@ fn fast() -> SubscribeConfig {
     }
 }
 
-struct Server {
-    base: String,
-    ws_base: String,
-    journal: Journal,
-    subs: Subscriptions,
+pub(crate) struct Server {
+    pub(crate) base: String,
+    pub(crate) ws_base: String,
+    pub(crate) journal: Journal,
+    pub(crate) subs: Subscriptions,
     task: JoinHandle<()>,
 }
 
 impl Server {
-    async fn start(dir: &Path, config: SubscribeConfig, auth: Auth) -> Server {
+    pub(crate) async fn start(dir: &Path, config: SubscribeConfig, auth: Auth) -> Server {
         let journal = Journal::open(JournalConfig::new(dir).durability(Durability::Os))
             .expect("open journal");
         let state = AppState {
@@ -87,7 +87,7 @@ impl Server {
 
     /// Flushes checkpoints, stops serving and shuts the journal down (open
     /// sessions are closed with 1001 when the journal stops).
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.subs.checkpoints().flush().await.expect("flush");
         self.task.abort();
         self.journal
@@ -96,7 +96,7 @@ impl Server {
             .expect("journal shutdown");
     }
 
-    async fn append(&self, stream: &str, n: usize) -> Vec<u64> {
+    pub(crate) async fn append(&self, stream: &str, n: usize) -> Vec<u64> {
         let events = (0..n)
             .map(|i| NewEvent::new("t", format!("{{\"i\":{i}}}")))
             .collect();
@@ -108,7 +108,7 @@ impl Server {
         r.events.iter().map(|e| e.position).collect()
     }
 
-    async fn connect(&self, query: &str) -> Ws {
+    pub(crate) async fn connect(&self, query: &str) -> Ws {
         self.connect_with(query, None).await
     }
 
@@ -127,7 +127,7 @@ impl Server {
         ws
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let resp = reqwest::get(format!("{}{path}", self.base))
             .await
             .expect("GET");
@@ -135,7 +135,7 @@ impl Server {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let resp = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
             .json(&body)
@@ -147,7 +147,7 @@ impl Server {
     }
 
     /// Waits until the consumer's stored checkpoint is `want`.
-    async fn wait_checkpoint(&self, consumer: &str, want: u64) {
+    pub(crate) async fn wait_checkpoint(&self, consumer: &str, want: u64) {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let (status, body) = self.get(&format!("/v1/consumers/{consumer}")).await;
@@ -162,7 +162,7 @@ impl Server {
         }
     }
 
-    fn stored(&self, consumer: &str) -> Option<u64> {
+    pub(crate) fn stored(&self, consumer: &str) -> Option<u64> {
         self.journal
             .store()
             .consumer(consumer)
@@ -171,11 +171,11 @@ impl Server {
     }
 }
 
-fn data_dir(tmp: &TempDir) -> PathBuf {
+pub(crate) fn data_dir(tmp: &TempDir) -> PathBuf {
     tmp.path().join("data")
 }
 
-fn tmp() -> TempDir {
+pub(crate) fn tmp() -> TempDir {
     tempfile::Builder::new()
         .prefix("ironclad-subscribe-")
         .tempdir()
@@ -183,12 +183,12 @@ fn tmp() -> TempDir {
 }
 
 #[derive(Debug)]
-enum Frame {
+pub(crate) enum Frame {
     Event(Value),
     Closed(Option<(u16, String)>),
 }
 
-async fn recv(ws: &mut Ws) -> Frame {
+pub(crate) async fn recv(ws: &mut Ws) -> Frame {
     loop {
         let msg = tokio::time::timeout(PATIENCE, ws.next())
             .await
@@ -209,7 +209,7 @@ async fn recv(ws: &mut Ws) -> Frame {
 }
 
 /// The next `n` events' positions.
-async fn positions(ws: &mut Ws, n: usize) -> Vec<u64> {
+pub(crate) async fn positions(ws: &mut Ws, n: usize) -> Vec<u64> {
     let mut out = Vec::new();
     while out.len() < n {
         match recv(ws).await {
@@ -221,13 +221,13 @@ async fn positions(ws: &mut Ws, n: usize) -> Vec<u64> {
 }
 
 /// No event arrives within `d`.
-async fn quiet(ws: &mut Ws, d: Duration) {
+pub(crate) async fn quiet(ws: &mut Ws, d: Duration) {
     if let Ok(frame) = tokio::time::timeout(d, recv(ws)).await {
         panic!("expected nothing, got {frame:?}");
     }
 }
 
-async fn ack(ws: &mut Ws, position: u64) {
+pub(crate) async fn ack(ws: &mut Ws, position: u64) {
     ws.send(Message::Text(
         json!({"type": "ack", "position": position})
             .to_string()
@@ -237,7 +237,7 @@ async fn ack(ws: &mut Ws, position: u64) {
     .expect("send ack");
 }
 
-async fn closed_with(ws: &mut Ws) -> (u16, String) {
+pub(crate) async fn closed_with(ws: &mut Ws) -> (u16, String) {
     loop {
         match recv(ws).await {
             Frame::Event(_) => continue,

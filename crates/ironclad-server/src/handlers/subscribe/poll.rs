@@ -18,8 +18,8 @@ use ironclad_core::wire::{AckRequest, ConsumerBody, PollPage, PollQuery};
 use tokio::time::Instant;
 
 use super::subscriptions::{
-    check_consumer, path_error, query_error, store_error, stored_checkpoint, StreamFilter,
-    Subscriptions,
+    check_consumer, path_error, query_error, store_error, stored_checkpoint, CallerExt,
+    StreamFilter, Subscriptions,
 };
 use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
@@ -56,6 +56,7 @@ fn page(events: &[RecordedEvent], next: u64) -> Result<Json<PollPage>, ApiError>
 )]
 pub async fn poll(
     State(subs): State<Subscriptions>,
+    caller: CallerExt,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Json<PollPage>, ApiError> {
     let Query(q) = query.map_err(query_error)?;
@@ -69,7 +70,7 @@ pub async fn poll(
         .with_details(serde_json::json!({ "limit": limit, "max": max })));
     }
     let filter = StreamFilter::parse(q.streams.as_deref())?;
-    let consumer = check_consumer(q.consumer)?;
+    let consumer = check_consumer(q.consumer, &caller)?;
     let after = match (q.after, &consumer) {
         (Some(a), _) => a,
         (None, Some(c)) => stored_checkpoint(&subs.app, c).await?,
@@ -150,11 +151,12 @@ pub async fn poll(
 )]
 pub async fn consumer_ack(
     State(subs): State<Subscriptions>,
+    caller: CallerExt,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ConsumerBody>, ApiError> {
     let Path(name) = name.map_err(path_error)?;
-    let Some(name) = check_consumer(Some(name))? else {
+    let Some(name) = check_consumer(Some(name), &caller)? else {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "missing consumer"));
     };
     let body = body.map_err(|e| {
@@ -209,10 +211,11 @@ pub async fn consumer_ack(
 )]
 pub async fn consumer(
     State(subs): State<Subscriptions>,
+    caller: CallerExt,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ConsumerBody>, ApiError> {
     let Path(name) = name.map_err(path_error)?;
-    let Some(name) = check_consumer(Some(name))? else {
+    let Some(name) = check_consumer(Some(name), &caller)? else {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "missing consumer"));
     };
     let journal = subs.app.journal.clone();

@@ -6,11 +6,13 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::Extension;
 use ironclad::delivery::config::RouteSpec;
 use ironclad::delivery::routes::Routes;
 use ironclad::store::Store;
 use tokio::sync::Semaphore;
 
+use crate::auth::Caller;
 use crate::checkpoint::{validate_consumer_name, CheckpointError, Checkpoints};
 use crate::config::SubscribeConfig;
 use crate::error::{ApiError, ErrorCode};
@@ -92,8 +94,16 @@ impl StreamFilter {
     }
 }
 
-/// Checks an optional consumer name.
-pub(crate) fn check_consumer(name: Option<String>) -> Result<Option<String>, ApiError> {
+/// The caller the access guard admitted (none when the router runs
+/// without it: then no name is restricted).
+pub(crate) type CallerExt = Option<Extension<Caller>>;
+
+/// Checks an optional consumer name (400 if malformed), and that the
+/// caller's token may act as it (403 if bound to other names).
+pub(crate) fn check_consumer(
+    name: Option<String>,
+    caller: &CallerExt,
+) -> Result<Option<String>, ApiError> {
     match name {
         None => Ok(None),
         Some(n) => {
@@ -101,6 +111,9 @@ pub(crate) fn check_consumer(name: Option<String>) -> Result<Option<String>, Api
                 ApiError::new(ErrorCode::InvalidRequest, m)
                     .with_details(serde_json::json!({ "consumer": n }))
             })?;
+            if let Some(Extension(caller)) = caller {
+                caller.check_consumer(&n)?;
+            }
             Ok(Some(n))
         }
     }

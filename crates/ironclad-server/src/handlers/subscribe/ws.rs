@@ -26,13 +26,20 @@
 //! - 1008 `bad message: …`, 1003 for binary frames, 1009 (by the protocol
 //!   layer) for messages over `message_bytes_max`;
 //! - 1008 `replaced by a newer session of consumer …`;
+//! - 1008 `ack window full: position P is unacknowledged …`: a named
+//!   consumer was sent `ack_window_events` events from its oldest
+//!   unacknowledged one on and there is more to send. Reconnecting resumes
+//!   after its checkpoint, so P is sent again;
 //! - 1013 when too many consumers are tracked; 1011 when reading fails;
 //!   1001 when the server shuts down.
 //!
 //! A named consumer with `unacked_max` events unacknowledged is paused (not
-//! disconnected) until acknowledgements arrive.
+//! disconnected) until acknowledgements arrive: it is busy. One that keeps
+//! acknowledging later events while an old one stays unacknowledged has
+//! likely lost it, so at the ack window it is closed rather than paused
+//! (a pause would wait forever); the window bounds the server's
+//! acknowledgement state and what a reconnect sends again.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -49,9 +56,9 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::subscriptions::{
-    check_consumer, query_error, stored_checkpoint, StreamFilter, Subscriptions,
+    check_consumer, query_error, stored_checkpoint, CallerExt, StreamFilter, Subscriptions,
 };
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{AckOutcome, AckTracker, CheckpointError};
 use crate::config::SubscribeConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::handlers::blocking::blocking;
@@ -82,12 +89,13 @@ const EMPTY_READ_PAUSE: Duration = Duration::from_millis(10);
 )]
 pub async fn subscribe(
     State(subs): State<Subscriptions>,
+    caller: CallerExt,
     headers: HeaderMap,
     query: Result<Query<SubscribeQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(query_error)?;
-    let consumer = check_consumer(q.consumer)?;
+    let consumer = check_consumer(q.consumer, &caller)?;
     let filter = StreamFilter::parse(q.streams.as_deref())?;
     let last_event_id = last_event_id(&headers)?;
     let upgrade = upgrade.map_err(|e| {
@@ -220,6 +228,7 @@ fn reason_label(frame: &Option<CloseFrame>) -> &'static str {
         _ if f.reason.starts_with("slow consumer") => "slow_consumer",
         _ if f.reason.starts_with("ping timeout") => "ping_timeout",
         _ if f.reason.starts_with("replaced") => "replaced",
+        _ if f.reason.starts_with("ack window") => "ack_window",
         _ => "bad_input",
     }
 }
@@ -252,7 +261,7 @@ async fn session(
         ctrl_tx,
         next: 0,
         last_sent: 0,
-        unacked: BTreeSet::new(),
+        acks: AckTracker::new(0),
     };
     let frame = live.run(params, &mut stream).await;
     metrics::counter!("ironclad_subscribe_closed_total", "reason" => reason_label(&frame))
@@ -296,8 +305,9 @@ struct Live {
     next: u64,
     /// Every position up to this was read (sent or filtered out).
     last_sent: u64,
-    /// Sent and not yet acknowledged (named consumers only).
-    unacked: BTreeSet<u64>,
+    /// What was sent and acknowledged (named consumers only), with the
+    /// ack window.
+    acks: AckTracker,
 }
 
 impl Live {
@@ -320,6 +330,7 @@ impl Live {
         };
         self.next = start.saturating_add(1);
         self.last_sent = start;
+        self.acks = AckTracker::with_window(start, cfg.ack_window_events);
         let mut evicted_done = false;
         let mut head_rx = journal.committed_head();
         let mut ping =
@@ -330,7 +341,10 @@ impl Live {
         loop {
             let head = *head_rx.borrow_and_update();
             let behind = self.next <= head;
-            let window_open = self.consumer.is_none() || self.unacked.len() < cfg.unacked_max;
+            let window_open = self.consumer.is_none() || self.acks.pending() < cfg.unacked_max;
+            if let (true, true, Some(full)) = (behind, window_open, self.acks.window_full()) {
+                return Some(close(close_code::POLICY, full.to_string()));
+            }
             // Full while there is more to send: the client is not keeping
             // up. `slow_grace` absorbs scheduling hiccups of the writer.
             let full = behind && window_open && self.events_tx.capacity() == 0;
@@ -403,7 +417,13 @@ impl Live {
         let Some(name) = &params.consumer else {
             return Ok(None);
         };
-        match self.subs.checkpoints().open(name, params.stored).await {
+        let window = self.subs.config.ack_window_events;
+        match self
+            .subs
+            .checkpoints()
+            .open(name, params.stored, window)
+            .await
+        {
             Ok(opened) => {
                 self.consumer = Some(opened.session);
                 let start = params.start.unwrap_or(opened.checkpoint);
@@ -454,7 +474,7 @@ impl Live {
         }
         // Duplicates, filtered-out positions and positions before the
         // session's start are harmless and ignored.
-        if self.unacked.remove(&position) {
+        if self.acks.ack(position) != AckOutcome::Ignored {
             if let Err(e) = self.subs.checkpoints().ack(name, session, position).await {
                 return Some(Some(close(close_code::AWAY, e.to_string())));
             }
@@ -466,8 +486,13 @@ impl Live {
     async fn pump(&mut self, head: u64, consumer: Option<&str>) -> Result<(), CloseFrame> {
         let cfg = self.subs.config.clone();
         let room = self.events_tx.capacity();
+        // A page sends at most as many events as it reads, so reading no
+        // more than the room of both windows keeps within them.
         let window = match self.consumer {
-            Some(_) => cfg.unacked_max.saturating_sub(self.unacked.len()),
+            Some(_) => cfg
+                .unacked_max
+                .saturating_sub(self.acks.pending())
+                .min(self.acks.window_room()),
             None => usize::MAX,
         };
         let n = cfg.page_events.min(room).min(window).max(1);
@@ -500,7 +525,13 @@ impl Live {
         }
         // The worker learns what was sent before the client can ack it.
         if let (Some(name), Some(session)) = (consumer, self.consumer) {
-            self.unacked.extend(positions.iter().copied());
+            for &p in &positions {
+                // Within the window by the page size above.
+                self.acks
+                    .sent(p)
+                    .map_err(|full| close(close_code::POLICY, full.to_string()))?;
+            }
+            self.acks.scanned(last);
             self.subs
                 .checkpoints()
                 .sent(name, session, positions, last)

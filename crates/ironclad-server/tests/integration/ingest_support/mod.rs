@@ -76,6 +76,7 @@ pub fn tokens() -> Vec<TokenConfig> {
     .map(|(t, role)| TokenConfig {
         token: t.to_string(),
         role,
+        consumers: None,
     })
     .collect()
 }
