@@ -136,6 +136,17 @@ pub enum ValidationError {
         /// Its code point.
         code: u32,
     },
+    /// The entity key contains a control character other than NUL. Entity
+    /// keys name things in tables and logs, as stream names do.
+    #[error("event {index}: entity contains control character U+{code:04X} at byte {byte_offset}: remove it")]
+    EntityControlChar {
+        /// Index of the event in the append.
+        index: usize,
+        /// Byte offset of the character in the entity key.
+        byte_offset: usize,
+        /// Its code point.
+        code: u32,
+    },
     /// The entity key is empty or too long.
     #[error("event {index}: entity must be 1 to {max} bytes, got {len}")]
     BadEntity {
@@ -291,6 +302,17 @@ fn validate_event(index: usize, event: &NewEvent, limits: &Limits) -> Result<(),
         .find(|(_, c)| c.is_control())
     {
         return Err(ValidationError::EventTypeControlChar {
+            index,
+            byte_offset,
+            code: u32::from(c),
+        });
+    }
+    if let Some((byte_offset, c)) = event
+        .entity
+        .as_deref()
+        .and_then(|e| e.char_indices().find(|(_, c)| c.is_control()))
+    {
+        return Err(ValidationError::EntityControlChar {
             index,
             byte_offset,
             code: u32::from(c),

@@ -53,9 +53,10 @@ fn variant(e: &ValidationError) -> &'static str {
         ValidationError::DuplicateId { .. } => "DuplicateId",
         ValidationError::ContainsNul { .. } => "ContainsNul",
         ValidationError::EventTypeControlChar { .. } => "EventTypeControlChar",
+        ValidationError::EntityControlChar { .. } => "EntityControlChar",
     }
 }
-const VARIANTS: usize = 15;
+const VARIANTS: usize = 16;
 
 fn ok_event() -> NewEvent {
     NewEvent::new("thing.happened", r#"{"ok":true}"#)
@@ -113,6 +114,20 @@ async fn every_validation_error_is_typed_distinct_and_writes_nothing() {
                     ValidationError::EventTypeControlChar {
                         index: 1,
                         byte_offset: 6,
+                        code: 10
+                    }
+                )
+            }),
+        ),
+        (
+            "s".into(),
+            vec![NewEvent::new("t", "{}").with_entity(ironclad::Op::Update, "order-1\n\u{1b}[31m")],
+            Box::new(|e| {
+                matches!(
+                    e,
+                    ValidationError::EntityControlChar {
+                        index: 0,
+                        byte_offset: 7,
                         code: 10
                     }
                 )
