@@ -48,6 +48,9 @@ pub enum ErrorCode {
     Internal,
     /// The path exists but not for this HTTP method.
     MethodNotAllowed,
+    /// The request bodies in flight already fill `inflight_body_bytes_max`:
+    /// retry after `Retry-After`.
+    ServerBusy,
 }
 
 impl ErrorCode {
@@ -66,7 +69,7 @@ impl ErrorCode {
                 StatusCode::CONFLICT
             }
             ErrorCode::QueueFull => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Unavailable | ErrorCode::TooManyConnections => {
+            ErrorCode::Unavailable | ErrorCode::TooManyConnections | ErrorCode::ServerBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -79,7 +82,7 @@ impl ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidRequest,
         ErrorCode::BodyTooLarge,
@@ -97,6 +100,7 @@ impl ErrorCode {
         ErrorCode::LedgerMismatch,
         ErrorCode::Internal,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::ServerBusy,
     ];
 
     /// The code as it appears on the wire.
@@ -119,6 +123,7 @@ impl ErrorCode {
             ErrorCode::LedgerMismatch => "ledger_mismatch",
             ErrorCode::Internal => "internal",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::ServerBusy => "server_busy",
         }
     }
 }

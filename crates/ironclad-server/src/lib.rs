@@ -8,6 +8,7 @@
 //! ([`error`]). It must not know SQL, the writer thread or sink internals.
 
 pub mod auth;
+pub mod body_budget;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

@@ -8,6 +8,7 @@ mod ingest_support;
 
 mod admin;
 mod auth_ingest;
+mod body_budget;
 mod ingest;
 mod limits;
 mod ready;
