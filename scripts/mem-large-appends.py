@@ -3,9 +3,10 @@
 
 Starts the release binary on an ephemeral loopback port (a fresh data
 directory, durability `os`, no tokens), then sends ROUNDS rounds of CLIENTS
-concurrent appends of one BYTES-byte event each (one connection per
-client, all released together). A client answered 503 `server_busy` waits
-its `Retry-After` and sends again, so every append is written in the end.
+concurrent appends of BYTES bytes each (events of 1 MB; one connection per
+client, all released together). A client answered 503 `server_busy` or
+429 `queue_full` waits its `Retry-After` and sends again (as does one whose
+connection failed, on a new one), so every append is written in the end.
 Prints one JSON line, in MiB from /proc/PID/status: VmRSS idle before the
 load, the peak (VmHWM), and VmRSS 1 s, 5 s and 15 s after the last answer;
 with the answers counted by status and the load's duration.
@@ -55,27 +56,39 @@ def start(binary, data_dir, env):
 
 
 def client(host, port, bodies, barrier, counts, lock):
+    def count(key):
+        with lock:
+            counts[key] = counts.get(key, 0) + 1
     conn = http.client.HTTPConnection(host, port, timeout=300)
     barrier.wait()
     for body in bodies:
         while True:
-            conn.request("POST", "/v1/streams/big/events", body=body,
-                         headers={"content-type": "application/json"})
-            resp = conn.getresponse()
-            resp.read()
-            with lock:
-                counts[resp.status] = counts.get(resp.status, 0) + 1
-            if resp.status != 503:
-                break
-            if resp.getheader("connection", "").lower() == "close":
+            try:
+                conn.request("POST", "/v1/streams/big/events", body=body,
+                             headers={"content-type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+            except (ConnectionError, http.client.HTTPException):
+                # Counted, then sent again on a new connection.
+                count("connection_error")
                 conn.close()
+                time.sleep(1)
+                continue
+            count(str(resp.status))
+            if resp.status not in (429, 503):
+                break
             time.sleep(float(resp.getheader("retry-after", "1")))
 
 
 def body(size):
-    head = ('{"events":[{"id":"%s","type":"t","payload":"' % uuid.uuid4()).encode()
-    tail = b'"}]}'
-    return head + b"x" * (size - len(head) - len(tail)) + tail
+    """An append of about `size` bytes: events with string payloads under
+    the default payload_bytes_max (1 MiB)."""
+    events, left = [], size - 16
+    while left > 0:
+        pad = max(1, min(1_000_000, left - 80))
+        events.append(b'{"id":"%s","type":"t","payload":"%s"}' % (str(uuid.uuid4()).encode(), b"x" * pad))
+        left -= pad + 80
+    return b'{"events":[' + b",".join(events) + b"]}"
 
 
 def main():

@@ -30,10 +30,10 @@
 //! not fit is refused at once.
 //!
 //! A refused body is not buffered. It is read and thrown away in the
-//! background (at most `body_bytes_max` bytes, for at most [`LINGER_TIME`])
-//! so that a client still sending it reads the answer instead of a
-//! connection reset; a client that sent `Expect: 100-continue` is never
-//! asked for it.
+//! background (at most `body_bytes_max` bytes, within `request_timeout_ms`,
+//! as an admitted body would have to arrive) so that a client still
+//! sending it reads the answer instead of a connection reset; a client
+//! that sent `Expect: 100-continue` is never asked for it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,10 +69,6 @@ pub fn describe_metrics() {
         "Body bytes reserved by the requests in flight"
     );
 }
-
-/// How long a refused request's body is read and thrown away before its
-/// connection is closed.
-pub const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Seconds a `server_busy` answer asks the client to wait.
 const RETRY_AFTER_S: u64 = 1;
@@ -148,6 +144,9 @@ impl Drop for BodyPermit {
 pub struct Admission {
     budget: Arc<BodyBudget>,
     body_bytes_max: usize,
+    /// How long a refused body is read and thrown away before its
+    /// connection is closed.
+    linger: Duration,
 }
 
 impl Admission {
@@ -156,6 +155,7 @@ impl Admission {
         Admission {
             budget: BodyBudget::new(limits.inflight_body_bytes_max),
             body_bytes_max: limits.body_bytes_max,
+            linger: Duration::from_millis(limits.request_timeout_ms),
         }
     }
 
@@ -181,7 +181,7 @@ pub async fn admit(State(admission): State<Admission>, req: Request, next: Next)
             ),
         )
         .with_details(serde_json::json!({ "bytes": hint.lower(), "max": body_max }));
-        return refuse(req, error, body_max);
+        return refuse(req, error, body_max, admission.linger);
     }
     // A chunked body may grow up to the limit; an empty one needs nothing.
     let bytes = match hint.exact() {
@@ -202,32 +202,33 @@ pub async fn admit(State(admission): State<Admission>, req: Request, next: Next)
         )
         .with_details(serde_json::json!({ "bytes": bytes, "inflight_body_bytes_max": budget }))
         .retry_after(RETRY_AFTER_S);
-        return refuse(req, error, bytes);
+        return refuse(req, error, bytes, admission.linger);
     };
     let response = next.run(req).await;
     drop(permit);
     response
 }
 
-/// Answers `error` without buffering the body; throws up to `linger_bytes`
-/// of it away in the background so the client can read the answer.
-fn refuse(req: Request, error: ApiError, linger_bytes: usize) -> Response {
+/// Answers `error` without buffering the body; throws up to `bytes_max`
+/// of it away in the background, for up to `time`, so the client can read
+/// the answer.
+fn refuse(req: Request, error: ApiError, bytes_max: usize, time: Duration) -> Response {
     let expects_continue = req
         .headers()
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if !expects_continue {
-        tokio::spawn(linger(req.into_body(), linger_bytes));
+        tokio::spawn(linger(req.into_body(), bytes_max, time));
     }
     error.into_response()
 }
 
-/// Reads `body` and drops it, up to `bytes_max` bytes or [`LINGER_TIME`];
-/// then drops the rest unread (hyper closes the connection).
-async fn linger(body: Body, bytes_max: usize) {
+/// Reads `body` and drops it, up to `bytes_max` bytes or for `time`; then
+/// drops the rest unread (hyper closes the connection).
+async fn linger(body: Body, bytes_max: usize, time: Duration) {
     let mut stream = body.into_data_stream();
     let mut read = 0usize;
-    let _ = tokio::time::timeout(LINGER_TIME, async {
+    let _ = tokio::time::timeout(time, async {
         while let Some(Ok(chunk)) = stream.next().await {
             read = read.saturating_add(chunk.len());
             if read >= bytes_max {
