@@ -29,13 +29,17 @@
 //! for budget, so nothing can deadlock on it either: a request that does
 //! not fit is refused at once.
 //!
+//! Memory comes back after a burst: when the reservations fall to zero
+//! after large bodies, freed memory is handed back to the operating system
+//! ([`crate::alloc_trim`]).
+//!
 //! A refused body is not buffered. It is read and thrown away in the
 //! background (at most `body_bytes_max` bytes, within `request_timeout_ms`,
 //! as an admitted body would have to arrive) so that a client still
 //! sending it reads the answer instead of a connection reset; a client
 //! that sent `Expect: 100-continue` is never asked for it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +51,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
+use crate::alloc_trim::{release_freed_memory, TRIM_AFTER_BYTES};
 use crate::config::ServerLimits;
 use crate::error::{ApiError, ErrorCode};
 
@@ -78,6 +83,12 @@ const RETRY_AFTER_S: u64 = 1;
 pub struct BodyBudget {
     bytes_max: usize,
     reserved: AtomicUsize,
+    /// Bytes released since the last memory trim was started.
+    released_since_trim: AtomicUsize,
+    /// A trim is running (at most one at a time).
+    trimming: AtomicBool,
+    /// Trims started, for tests and logs.
+    trims: AtomicU64,
 }
 
 /// Bytes reserved from a [`BodyBudget`], given back when dropped.
@@ -94,6 +105,9 @@ impl BodyBudget {
         Arc::new(BodyBudget {
             bytes_max,
             reserved: AtomicUsize::new(0),
+            released_since_trim: AtomicUsize::new(0),
+            trimming: AtomicBool::new(false),
+            trims: AtomicU64::new(0),
         })
     }
 
@@ -123,6 +137,37 @@ impl BodyBudget {
     pub fn bytes_max(&self) -> usize {
         self.bytes_max
     }
+
+    /// Memory trims started so far.
+    pub fn trims(&self) -> u64 {
+        self.trims.load(Ordering::Acquire)
+    }
+
+    /// After `bytes` were released leaving `reserved`: once nothing is
+    /// reserved and enough was released since the last trim, trims on the
+    /// blocking pool (outside a tokio runtime, not at all).
+    fn released(self: &Arc<Self>, bytes: usize, reserved: usize) {
+        let since = self
+            .released_since_trim
+            .fetch_add(bytes, Ordering::AcqRel)
+            .saturating_add(bytes);
+        if reserved != 0 || since < TRIM_AFTER_BYTES {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.trimming.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.released_since_trim.store(0, Ordering::Release);
+        self.trims.fetch_add(1, Ordering::AcqRel);
+        let budget = Arc::clone(self);
+        runtime.spawn_blocking(move || {
+            release_freed_memory();
+            budget.trimming.store(false, Ordering::Release);
+        });
+    }
 }
 
 impl BodyPermit {
@@ -134,8 +179,10 @@ impl BodyPermit {
 
 impl Drop for BodyPermit {
     fn drop(&mut self) {
-        self.budget.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+        let before = self.budget.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
         metrics::gauge!(INFLIGHT_BODY_BYTES).decrement(self.bytes as f64);
+        self.budget
+            .released(self.bytes, before.saturating_sub(self.bytes));
     }
 }
 
@@ -258,6 +305,18 @@ mod tests {
         assert!(budget.try_reserve(100).is_some(), "all of it is back");
         assert!(budget.try_reserve(usize::MAX).is_none(), "no overflow");
         assert_eq!(budget.reserved_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn memory_is_trimmed_once_reservations_fall_to_zero_after_large_bodies() {
+        let budget = BodyBudget::new(4 * TRIM_AFTER_BYTES);
+        let small = budget.try_reserve(1024).expect("fits");
+        drop(budget.try_reserve(TRIM_AFTER_BYTES).expect("fits"));
+        assert_eq!(budget.trims(), 0, "a request is still in flight");
+        drop(small);
+        assert_eq!(budget.trims(), 1, "idle after 64 MiB released");
+        drop(budget.try_reserve(1024).expect("fits"));
+        assert_eq!(budget.trims(), 1, "not again until 64 MiB more");
     }
 
     #[test]
