@@ -23,6 +23,7 @@
 //!
 //! [server.limits]
 //! body_bytes_max = 8388608
+//! inflight_body_bytes_max = 268435456 # all requests' bodies at once (503 server_busy)
 //! events_per_request_max = 1000
 //! json_depth_max = 64
 //! header_timeout_ms = 10000
@@ -88,6 +89,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("IRONCLAD_BODY_BYTES_MAX", "limits.body_bytes_max"),
     (
+        "IRONCLAD_INFLIGHT_BODY_BYTES_MAX",
+        "limits.inflight_body_bytes_max",
+    ),
+    (
         "IRONCLAD_EVENTS_PER_REQUEST_MAX",
         "limits.events_per_request_max",
     ),
@@ -105,6 +110,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
 pub struct ServerLimits {
     /// Largest request body, bytes (413 `body_too_large`).
     pub body_bytes_max: usize,
+    /// Most body bytes all requests in flight may hold at once; a request
+    /// beyond it is answered 503 `server_busy` before its body is read
+    /// (`crate::body_budget`). At least `body_bytes_max`.
+    pub inflight_body_bytes_max: usize,
     /// Most events in one append request (400 `too_many_events`). Also the
     /// journal's `events_per_append_max`.
     pub events_per_request_max: usize,
@@ -131,6 +140,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             body_bytes_max: 8 * 1024 * 1024,
+            inflight_body_bytes_max: 256 * 1024 * 1024,
             events_per_request_max: 1_000,
             json_depth_max: 64,
             header_timeout_ms: 10_000,
@@ -664,8 +674,12 @@ impl ServerConfig {
                 .map_err(|e| bad("IRONCLAD_ALLOWED_HOSTS", e))?;
         }
         let l = &mut self.limits;
-        let usizes: [(&str, &mut usize); 4] = [
+        let usizes: [(&str, &mut usize); 5] = [
             ("IRONCLAD_BODY_BYTES_MAX", &mut l.body_bytes_max),
+            (
+                "IRONCLAD_INFLIGHT_BODY_BYTES_MAX",
+                &mut l.inflight_body_bytes_max,
+            ),
             (
                 "IRONCLAD_EVENTS_PER_REQUEST_MAX",
                 &mut l.events_per_request_max,
@@ -788,13 +802,20 @@ impl ServerConfig {
         }
         check_tokens(&self.tokens)?;
         let l = &self.limits;
-        let ranges: [(&'static str, u64, u64, u64, &'static str); 8] = [
+        let ranges: [(&'static str, u64, u64, u64, &'static str); 9] = [
             (
                 "body_bytes_max",
                 l.body_bytes_max as u64,
                 1024,
                 1 << 30,
                 "1 KiB to 1 GiB",
+            ),
+            (
+                "inflight_body_bytes_max",
+                l.inflight_body_bytes_max as u64,
+                l.body_bytes_max as u64,
+                1 << 40,
+                "body_bytes_max to 1 TiB, so the largest body allowed fits",
             ),
             (
                 "events_per_request_max",
@@ -1013,6 +1034,12 @@ body_bytes_max = 4096
             c.check(),
             Err(ServerConfigError::OutOfRange { .. })
         ));
+        c.limits.connections_max = 1;
+        c.limits.inflight_body_bytes_max = c.limits.body_bytes_max - 1;
+        let e = c.check().expect_err("budget below one body");
+        assert!(e.to_string().contains("inflight_body_bytes_max"), "{e}");
+        c.limits.inflight_body_bytes_max = c.limits.body_bytes_max;
+        assert!(c.check().is_ok());
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum ErrorCode {
     DatabaseCorrupt,
     /// The disk holding the database is full: free space, then retry.
     InsufficientStorage,
+    /// The request bodies in flight already fill `inflight_body_bytes_max`:
+    /// retry after `Retry-After`.
+    ServerBusy,
 }
 
 impl ErrorCode {
@@ -83,7 +86,7 @@ impl ErrorCode {
                 StatusCode::CONFLICT
             }
             ErrorCode::QueueFull => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Unavailable | ErrorCode::TooManyConnections => {
+            ErrorCode::Unavailable | ErrorCode::TooManyConnections | ErrorCode::ServerBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -103,7 +106,7 @@ impl ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidRequest,
         ErrorCode::BodyTooLarge,
@@ -129,6 +132,7 @@ impl ErrorCode {
         ErrorCode::UriTooLong,
         ErrorCode::DatabaseCorrupt,
         ErrorCode::InsufficientStorage,
+        ErrorCode::ServerBusy,
     ];
 
     /// The code as it appears on the wire.
@@ -159,6 +163,7 @@ impl ErrorCode {
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::DatabaseCorrupt => "database_corrupt",
             ErrorCode::InsufficientStorage => "insufficient_storage",
+            ErrorCode::ServerBusy => "server_busy",
         }
     }
 }

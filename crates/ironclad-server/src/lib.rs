@@ -7,7 +7,9 @@
 //! library, and map its typed errors onto stable JSON error codes
 //! ([`error`]). It must not know SQL, the writer thread or sink internals.
 
+pub mod alloc_trim;
 pub mod auth;
+pub mod body_budget;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

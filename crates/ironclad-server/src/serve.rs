@@ -7,7 +7,8 @@
 //! connection is served; one over the limit is answered 503
 //! `too_many_connections` and closed) and `header_timeout_ms` (hyper's
 //! HTTP/1 header read timeout, against slowloris; it also closes idle
-//! keep-alive connections). The request timeout, the body limit, the
+//! keep-alive connections). The request timeout, the body limits (one
+//! body, and all bodies in flight: [`crate::body_budget`]), the
 //! Host/Origin/content-type checks ([`crate::origin`]) and the JSON shape of
 //! every error are router layers ([`app`]); errors hyper answers itself are
 //! given their JSON body by a socket wrapper ([`crate::head_errors`]).
@@ -37,6 +38,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::body_budget;
 use crate::config::{ServerConfig, ServerConfigError};
 use crate::error::{error_body, json_errors, ApiError, ErrorCode};
 use crate::handlers;
@@ -74,9 +76,11 @@ pub enum ServeError {
 pub type Engine = Arc<DeliveryEngine<SqliteStore>>;
 
 /// The whole API with the request-level limits: the body limit (413
-/// `body_too_large`), the request timeout (408 `timeout`), the Host, Origin
-/// and content-type checks (403, 415: [`crate::origin`]), and the JSON
-/// error shape for errors the framework produces itself.
+/// `body_too_large`, from `Content-Length` alone when it declares too
+/// much), the in-flight body budget (503 `server_busy`), the request
+/// timeout (408 `timeout`), the Host, Origin and content-type checks (403,
+/// 415: [`crate::origin`]), and the JSON error shape for errors the
+/// framework produces itself.
 pub fn app(state: AppState) -> Router {
     let subs =
         handlers::subscribe::Subscriptions::new(state.clone(), state.config.subscribe.to_config());
@@ -89,8 +93,10 @@ pub fn app_with(state: AppState, subs: handlers::subscribe::Subscriptions) -> Ro
     let body_max = state.config.limits.body_bytes_max;
     let timeout = state.config.request_timeout();
     let origin_policy = state.config.origin_policy();
+    let admission = body_budget::Admission::new(&state.config.limits);
     handlers::router_with(state, subs)
         .layer(DefaultBodyLimit::max(body_max))
+        .layer(from_fn_with_state(admission, body_budget::admit))
         .layer(from_fn_with_state(timeout, request_timeout))
         .layer(from_fn_with_state(
             Arc::new(origin_policy),

@@ -177,9 +177,9 @@ fn body_error(e: BytesRejection) -> ApiError {
         (status = 403, description = "`forbidden`: a consumer token", body = ErrorEnvelope),
         (status = 408, description = "`timeout`: the request took longer than `request_timeout_ms`", body = ErrorEnvelope),
         (status = 409, description = "`wrong_expected_version` (details: `expected`, `actual` = the current version) or `idempotency_conflict`", body = ErrorEnvelope),
-        (status = 413, description = "`body_too_large`", body = ErrorEnvelope),
+        (status = 413, description = "`body_too_large` (a `Content-Length` over `body_bytes_max` is answered before the body is read)", body = ErrorEnvelope),
         (status = 429, description = "`queue_full`, with `Retry-After`", body = ErrorEnvelope),
-        (status = 503, description = "`unavailable`, with `Retry-After`: shutting down, failed closed, or the store failed (retry with the same ids)", body = ErrorEnvelope),
+        (status = 503, description = "`unavailable`, with `Retry-After`: shutting down, failed closed, or the store failed (retry with the same ids); or `server_busy`, with `Retry-After`: the bodies in flight fill `inflight_body_bytes_max` (nothing was done)", body = ErrorEnvelope),
     )
 )]
 pub async fn append(

@@ -72,6 +72,7 @@ pub fn install_metrics_recorder() -> Option<&'static PrometheusHandle> {
                         metrics::Unit::Count,
                         "Ledger verifications that found a mismatch"
                     );
+                    crate::body_budget::describe_metrics();
                     let upkeep = handle.clone();
                     let spawned = std::thread::Builder::new()
                         .name("ironclad-metrics-upkeep".into())

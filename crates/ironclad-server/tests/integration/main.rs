@@ -9,6 +9,7 @@ mod served;
 
 mod admin;
 mod auth_ingest;
+mod body_budget;
 mod consumers;
 mod head_errors;
 mod ingest;
