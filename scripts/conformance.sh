@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# OpenAPI conformance: runs schemathesis (`--checks all`) against a real
+# `ironclad serve`, once with no tokens and once with an admin token, and
+# fails on any finding. The document at /openapi.json must say exactly what
+# the server does (issue 9 #23).
+#
+# Generation is deterministic, so a run repeats the previous one. Settings
+# per operation are in scripts/schemathesis.toml, with the reasons.
+#
+# Needs python3 (3.9+) and PyPI: schemathesis is installed, pinned, into a
+# venv under target/conformance/ (reused on later runs).
+#
+# Environment:
+#   CONFORMANCE_MAX_EXAMPLES  test cases per operation and phase (default 25)
+#   CONFORMANCE_VENV          where the venv lives
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+SCHEMATHESIS_VERSION=4.32.5
+max_examples=${CONFORMANCE_MAX_EXAMPLES:-25}
+venv=${CONFORMANCE_VENV:-$root/target/conformance/venv}
+admin_token=conformance-admin-token
+
+# Checks left out, and why (everything else in `--checks all` runs):
+# - use_after_free / ensure_resource_availability: the stateful phase needs
+#   OpenAPI links, which the document does not declare; without them these
+#   checks have nothing to pair, so excluding them changes nothing today and
+#   keeps a future link from turning a harmless race into noise.
+excluded_checks=use_after_free,ensure_resource_availability
+
+if [[ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != *"$SCHEMATHESIS_VERSION"* ]]; then
+    echo "== installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+echo "== building ironclad"
+cargo build --quiet -p ironclad-cli --bin ironclad
+bin=$root/target/debug/ironclad
+
+work=$(mktemp -d)
+server_pid=
+stop_server() {
+    if [[ -n "$server_pid" ]]; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=
+    fi
+}
+cleanup() {
+    stop_server
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Starts the server on a free loopback port with a fresh data directory;
+# sets $base_url. Tokens come from $IRONCLAD_TOKENS when set.
+start_server() {
+    local name=$1
+    mkdir -p "$work/$name"
+    "$bin" --data-dir "$work/$name/data" serve --listen 127.0.0.1:0 \
+        >"$work/$name/stdout" 2>"$work/$name/stderr" &
+    server_pid=$!
+    local line=
+    for _ in $(seq 1 300); do
+        line=$(head -n 1 "$work/$name/stdout" 2>/dev/null || true)
+        [[ "$line" == "listening on "* ]] && break
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            echo "the server did not start:" >&2
+            cat "$work/$name/stderr" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    if [[ "$line" != "listening on "* ]]; then
+        echo "the server printed no 'listening on' line within 30 s" >&2
+        exit 1
+    fi
+    base_url=${line#listening on }
+}
+
+# Runs schemathesis against the running server; extra arguments are passed
+# through (headers).
+run_schemathesis() {
+    local name=$1
+    shift
+    echo "== schemathesis ($name) against $base_url"
+    SCHEMATHESIS_HOOKS="$root/scripts/schemathesis_hooks.py" \
+        "$venv/bin/schemathesis" --config-file "$root/scripts/schemathesis.toml" \
+        run "$base_url/openapi.json" \
+        --checks all --exclude-checks "$excluded_checks" \
+        --max-examples "$max_examples" \
+        --generation-deterministic \
+        --request-timeout 10 \
+        --report junit --report-junit-path "$root/target/conformance/$name.xml" \
+        "$@"
+}
+
+status=0
+
+start_server no-tokens
+run_schemathesis no-tokens || status=1
+stop_server
+
+IRONCLAD_TOKENS="admin:$admin_token" start_server tokens
+# With the admin token every endpoint is reachable; `ignored_auth` also
+# sends requests without it and with a wrong one, expecting 401.
+run_schemathesis tokens -H "Authorization: Bearer $admin_token" || status=1
+stop_server
+
+if [[ $status -ne 0 ]]; then
+    echo "conformance: schemathesis found failures (see above)" >&2
+fi
+exit $status
