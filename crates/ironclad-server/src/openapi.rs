@@ -11,7 +11,8 @@
 //! below. `tests/ops.rs` checks that every route registered in
 //! `src/handlers/` appears in the document.
 //!
-//! What a server serves is [`document_json_for`] its configuration: the
+//! What a server serves is [`document_json_for`] its state (configuration
+//! and tokens): the
 //! generated document made exact by [`exact::tailor`] (ranges, patterns,
 //! alternatives, limits and whether tokens are asked for).
 
@@ -116,9 +117,9 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     DOC.get_or_init(ApiDoc::openapi)
 }
 
-/// The document a server running with `config` serves, as JSON.
-pub fn document_json_for(config: &crate::config::ServerConfig) -> String {
-    let settings = exact::DocSettings::of(config);
+/// The document the server behind `state` serves, as JSON.
+pub fn document_json_for(state: &crate::state::AppState) -> String {
+    let settings = exact::DocSettings::of(state);
     let mut doc: serde_json::Value =
         serde_json::from_str(document_json()).unwrap_or(serde_json::Value::Null);
     if doc.get("openapi").is_none() {

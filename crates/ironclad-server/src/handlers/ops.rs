@@ -23,7 +23,6 @@ use ironclad_core::wire::HealthResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::Access;
-use crate::config::ServerConfig;
 use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
 use crate::handlers::admin::ledger::LEDGER_VERIFY_FAILURES_TOTAL;
@@ -96,12 +95,12 @@ pub fn install_metrics_recorder() -> Option<&'static PrometheusHandle> {
 
 /// The group's routes: `/metrics` behind [`Access::Admin`], the rest open.
 /// `document` renders the OpenAPI document for the server's configuration
-/// (once, here): it is passed in because the
-/// document lists this module's handlers (`crate::openapi`), so this
-/// module must not reach back for it.
-pub fn router(state: AppState, document: fn(&ServerConfig) -> String) -> Router {
+/// and tokens (once, here): it is passed in because the document lists
+/// this module's handlers (`crate::openapi`), so this module must not
+/// reach back for it.
+pub fn router(state: AppState, document: fn(&AppState) -> String) -> Router {
     install_metrics_recorder();
-    let document: Arc<str> = document(&state.config).into();
+    let document: Arc<str> = document(&state).into();
     let admin = Router::new()
         .route("/metrics", get(metrics_text))
         .route_layer(axum::middleware::from_fn_with_state(

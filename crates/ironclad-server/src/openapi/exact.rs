@@ -22,7 +22,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::ServerConfig;
+use crate::state::AppState;
 
 /// What of the configuration the document depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +36,11 @@ pub struct DocSettings {
 }
 
 impl DocSettings {
-    /// The settings of a server running with `config`.
-    pub fn of(config: &ServerConfig) -> Self {
+    /// The settings of the server behind `state`.
+    pub fn of(state: &AppState) -> Self {
+        let config = &state.config;
         DocSettings {
-            auth: !config.tokens.is_empty(),
+            auth: state.auth.enabled(),
             read_limit_max: config.limits.read_limit_max,
             events_per_request_max: config.limits.events_per_request_max,
         }

@@ -10,5 +10,6 @@ mod admin;
 mod auth_ingest;
 mod ingest;
 mod limits;
+mod openapi;
 mod ready;
 mod subscribe;
