@@ -11,14 +11,14 @@
 # venv under target/conformance/ (reused on later runs).
 #
 # Environment:
-#   CONFORMANCE_MAX_EXAMPLES  test cases per operation and phase (default 25)
+#   CONFORMANCE_MAX_EXAMPLES  test cases per operation and phase (default 40)
 #   CONFORMANCE_VENV          where the venv lives
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 SCHEMATHESIS_VERSION=4.32.5
-max_examples=${CONFORMANCE_MAX_EXAMPLES:-25}
+max_examples=${CONFORMANCE_MAX_EXAMPLES:-40}
 venv=${CONFORMANCE_VENV:-$root/target/conformance/venv}
 admin_token=conformance-admin-token
 
@@ -105,6 +105,24 @@ run_schemathesis no-tokens || status=1
 stop_server
 
 IRONCLAD_TOKENS="admin:$admin_token" start_server tokens
+# The 401 path, explicitly: no token, then a wrong one.
+for auth in "" "Bearer not-$admin_token"; do
+    code=$(python3 - "$base_url/v1/streams" "$auth" <<'PY'
+import sys, urllib.error, urllib.request
+req = urllib.request.Request(sys.argv[1])
+if sys.argv[2]:
+    req.add_header("Authorization", sys.argv[2])
+try:
+    print(urllib.request.urlopen(req).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+PY
+)
+    if [[ "$code" != 401 ]]; then
+        echo "GET /v1/streams with Authorization '${auth:-none}' answered $code, not 401" >&2
+        status=1
+    fi
+done
 # With the admin token every endpoint is reachable; `ignored_auth` also
 # sends requests without it and with a wrong one, expecting 401.
 run_schemathesis tokens -H "Authorization: Bearer $admin_token" || status=1
