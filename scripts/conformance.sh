@@ -40,6 +40,7 @@ echo "== building ironclad"
 cargo build --quiet -p ironclad-cli --bin ironclad
 bin=$root/target/debug/ironclad
 
+mkdir -p "$root/target/conformance"
 work=$(mktemp -d)
 server_pid=
 stop_server() {
@@ -87,7 +88,8 @@ run_schemathesis() {
     local name=$1
     shift
     echo "== schemathesis ($name) against $base_url"
-    SCHEMATHESIS_HOOKS="$root/scripts/schemathesis_hooks.py" \
+    # From target/conformance, where schemathesis keeps its cache.
+    (cd "$root/target/conformance" && SCHEMATHESIS_HOOKS="$root/scripts/schemathesis_hooks.py" \
         "$venv/bin/schemathesis" --config-file "$root/scripts/schemathesis.toml" \
         run "$base_url/openapi.json" \
         --checks all --exclude-checks "$excluded_checks" \
@@ -95,7 +97,7 @@ run_schemathesis() {
         --generation-deterministic \
         --request-timeout 10 \
         --report junit --report-junit-path "$root/target/conformance/$name.xml" \
-        "$@"
+        "$@")
 }
 
 status=0
