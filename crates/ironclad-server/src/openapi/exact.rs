@@ -67,7 +67,9 @@ pub fn tailor(doc: &mut Value, settings: &DocSettings) {
     verify_body(doc);
     if let Some(schemas) = doc.pointer_mut("/components/schemas") {
         event_schemas(schemas, settings);
-        alternatives(schemas);
+        // Bodies whose fields exclude one another, as their alternatives.
+        dlq_selector(schemas);
+        verify_request(schemas);
     }
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         parameters(paths, settings);
@@ -188,6 +190,12 @@ fn event_schemas(schemas: &mut Value, settings: &DocSettings) {
             }),
         );
     }
+    expected_version(schemas);
+}
+
+/// `expected_version` as the server reads it (`WireExpected`), and the
+/// ledger head's hash.
+fn expected_version(schemas: &mut Value) {
     schemas["WireExpected"] = json!({
         "description": "An expected version: `any`, `no_stream`, `stream_exists`, or the exact version (0 = no stream).",
         "oneOf": [
@@ -217,8 +225,9 @@ fn stream_name() -> Value {
     })
 }
 
-/// The bodies whose fields exclude one another, as their alternatives.
-fn alternatives(schemas: &mut Value) {
+/// A DLQ selector: `{"all": true}`, or at least one non-null filter, or a
+/// sink and a position alone.
+fn dlq_selector(schemas: &mut Value) {
     let reason = json!({ "$ref": "#/components/schemas/DlqReason" });
     let ms = json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX, "format": "uint64" });
     let no_all = json!({ "type": "boolean", "enum": [false] });
@@ -272,6 +281,11 @@ fn alternatives(schemas: &mut Value) {
             },
         ],
     });
+}
+
+/// The ledger verification body: a stream, or an exported head, or
+/// nothing.
+fn verify_request(schemas: &mut Value) {
     let description = schemas
         .pointer("/VerifyRequest/description")
         .cloned()
