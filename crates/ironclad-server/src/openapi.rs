@@ -10,6 +10,13 @@
 //! handler's path (`crate::handlers::<group>::<handler>`) to `paths(...)`
 //! below. `tests/ops.rs` checks that every route registered in
 //! `src/handlers/` appears in the document.
+//!
+//! What a server serves is [`document_json_for`] its state (configuration
+//! and tokens): the
+//! generated document made exact by [`exact::tailor`] (ranges, patterns,
+//! alternatives, limits and whether tokens are asked for).
+
+pub mod exact;
 
 use std::sync::OnceLock;
 
@@ -110,7 +117,21 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     DOC.get_or_init(ApiDoc::openapi)
 }
 
-/// The document as JSON, rendered once.
+/// The document the server behind `state` serves, as JSON.
+pub fn document_json_for(state: &crate::state::AppState) -> String {
+    let settings = exact::DocSettings::of(state);
+    let mut doc: serde_json::Value =
+        serde_json::from_str(document_json()).unwrap_or(serde_json::Value::Null);
+    if doc.get("openapi").is_none() {
+        // The generated document could not be rendered: serve that error.
+        return document_json().to_string();
+    }
+    exact::tailor(&mut doc, &settings);
+    doc.to_string()
+}
+
+/// The generated document as JSON (before [`exact::tailor`]), rendered
+/// once.
 pub fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {

@@ -68,14 +68,20 @@ pub struct DlqListQuery {
     /// Only this sink.
     pub sink: Option<String>,
     /// Only this reason: `max_attempts`, `permanent`, `conflict` or `expired`.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<DlqReason>))]
     pub reason: Option<String>,
     /// Only entries whose event is in this stream.
     pub stream: Option<String>,
     /// Only entries whose last failure is at or before this time (ms since the Unix epoch).
     pub failed_before_ms: Option<u64>,
     /// Most entries on the page: 1..=1000, default 50.
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<usize>,
     /// Start after this entry: the `next` value of the previous page (`SINK_ID:POSITION`).
+    #[cfg_attr(
+        feature = "openapi",
+        param(pattern = r"^\s*[+-]?[0-9]{1,18}\s*:\s*\+?[0-9]{1,19}\s*$")
+    )]
     pub after: Option<String>,
 }
 
@@ -90,6 +96,7 @@ pub struct DlqExportQuery {
     /// Only this sink.
     pub sink: Option<String>,
     /// Only this reason: `max_attempts`, `permanent`, `conflict` or `expired`.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<DlqReason>))]
     pub reason: Option<String>,
     /// Only entries whose event is in this stream.
     pub stream: Option<String>,

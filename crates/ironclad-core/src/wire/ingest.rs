@@ -23,8 +23,10 @@ pub struct AppendRequest {
     pub events: Vec<WireEvent>,
 }
 
-/// An expected version as sent: a keyword or a version number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An expected version as sent: a keyword or a version number. Decoded by
+/// hand so a wrong value is described in the API's words, not as a Rust
+/// enum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum WireExpected {
@@ -46,6 +48,40 @@ impl WireExpected {
                 _ => None,
             },
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for WireExpected {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WireExpectedVisitor)
+    }
+}
+
+/// Reads a keyword (any string; unknown ones are refused by
+/// [`WireExpected::parse`]) or a non-negative integer.
+struct WireExpectedVisitor;
+
+impl serde::de::Visitor<'_> for WireExpectedVisitor {
+    type Value = WireExpected;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(
+            "expected_version: \"any\", \"no_stream\", \"stream_exists\" or a version number (an integer from 0)",
+        )
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WireExpected, E> {
+        Ok(WireExpected::Exact(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<WireExpected, E> {
+        u64::try_from(v)
+            .map(WireExpected::Exact)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WireExpected, E> {
+        Ok(WireExpected::Keyword(v.to_string()))
     }
 }
 
@@ -125,6 +161,17 @@ mod tests {
             assert_eq!(WireExpected::from(e).parse(), Some(e));
         }
         assert_eq!(WireExpected::Keyword("maybe".into()).parse(), None);
+        let read = |t: &str| serde_json::from_str::<WireExpected>(t).map_err(|e| e.to_string());
+        assert_eq!(read("7"), Ok(WireExpected::Exact(7)));
+        assert_eq!(read(r#""any""#), Ok(WireExpected::Keyword("any".into())));
+        for bad in ["0.0", "-1", "null", "[]", "true", "18446744073709551616"] {
+            let message = read(bad).err().unwrap_or_default();
+            assert!(
+                message.contains("expected_version: \"any\""),
+                "{bad}: {message}"
+            );
+            assert!(!message.contains("WireExpected"), "{message}");
+        }
     }
 
     #[test]

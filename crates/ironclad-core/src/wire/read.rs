@@ -15,6 +15,7 @@ pub struct ReadQuery {
     /// First version to return (default 1).
     pub from: Option<u64>,
     /// Most events to return (default 100, at most `read_limit_max`).
+    #[cfg_attr(feature = "openapi", param(minimum = 1))]
     pub limit: Option<usize>,
 }
 
@@ -40,6 +41,7 @@ pub struct ListQuery {
     /// List names after this one (default: from the start).
     pub after: Option<String>,
     /// Most streams to return (default 100, at most `read_limit_max`).
+    #[cfg_attr(feature = "openapi", param(minimum = 1))]
     pub limit: Option<usize>,
 }
 

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 /// The query of `GET /v1/poll`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct PollQuery {
     /// Return events with a position above this. Defaults to the
@@ -17,10 +18,15 @@ pub struct PollQuery {
     /// timeout) when nothing is there yet. Default 0: answer at once.
     pub wait_ms: Option<u64>,
     /// Most events to return (default 100, at most `read_limit_max`).
+    #[cfg_attr(feature = "openapi", param(minimum = 1))]
     pub limit: Option<usize>,
-    /// Only streams matching this glob.
+    /// Only streams matching this glob (`*`, `?`, `{a,b}`, `[abc]`; the
+    /// document declares the bracket-free subset).
+    #[cfg_attr(feature = "openapi", param(pattern = r"^[^\[\]{}\\]{1,1024}$"))]
     pub streams: Option<String>,
-    /// A consumer whose checkpoint is the default `after`.
+    /// A consumer whose checkpoint is the default `after`: 1 to 128 of
+    /// `[A-Za-z0-9_.-]`.
+    #[cfg_attr(feature = "openapi", param(pattern = r"^[A-Za-z0-9_.-]{1,128}$"))]
     pub consumer: Option<String>,
 }
 
@@ -61,13 +67,18 @@ pub struct ConsumerBody {
 /// The query of `GET /v1/subscribe`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeQuery {
-    /// The consumer's name; its checkpoint is kept and resumed from.
+    /// The consumer's name; its checkpoint is kept and resumed from: 1 to
+    /// 128 of `[A-Za-z0-9_.-]`.
+    #[cfg_attr(feature = "openapi", param(pattern = r"^[A-Za-z0-9_.-]{1,128}$"))]
     pub consumer: Option<String>,
     /// Start after this position (overrides `Last-Event-ID` and the
     /// checkpoint).
     pub from: Option<u64>,
-    /// Only streams matching this glob.
+    /// Only streams matching this glob (`*`, `?`, `{a,b}`, `[abc]`; the
+    /// document declares the bracket-free subset).
+    #[cfg_attr(feature = "openapi", param(pattern = r"^[^\[\]{}\\]{1,1024}$"))]
     pub streams: Option<String>,
 }

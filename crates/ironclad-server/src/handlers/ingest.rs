@@ -43,6 +43,7 @@ use crate::error::ErrorEnvelope;
 use crate::error::{ApiError, ErrorCode};
 use crate::handlers::blocking::blocking;
 use crate::handlers::guard::require;
+use crate::handlers::json;
 use crate::state::AppState;
 
 /// Events per read page when the request gives no `limit`.
@@ -91,20 +92,10 @@ pub fn decode_append(
         )
         .with_details(serde_json::json!({ "max": depth_max })));
     }
-    let req: AppendRequest = serde_json::from_str(text).map_err(|e| {
-        let code = if e.is_data() {
-            ErrorCode::InvalidRequest
-        } else {
-            ErrorCode::InvalidJson
-        };
-        ApiError::new(
-            code,
-            format!(
-                "{e}: send {{\"expected_version\": …, \"events\": [{{\"type\": …, \"payload\": …}}]}}"
-            ),
-        )
-        .with_details(serde_json::json!({ "line": e.line(), "column": e.column() }))
-    })?;
+    let hint = "send {\"expected_version\": …, \"events\": [{\"type\": …, \"payload\": …}]}";
+    json::check_object(text, hint)?;
+    let req: AppendRequest =
+        serde_json::from_str(text).map_err(|e| json::decode_error(text, &e, hint))?;
     if req.events.len() > events_max {
         return Err(ApiError::new(
             ErrorCode::TooManyEvents,

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod blocking;
 pub mod guard;
 pub mod ingest;
+pub(crate) mod json;
 pub mod ops;
 pub mod subscribe;
 
@@ -28,5 +29,5 @@ pub fn router_with(state: AppState, subs: subscribe::Subscriptions) -> Router {
         .merge(ingest::router(state.clone()))
         .merge(subscribe::router_with(subs))
         .merge(admin::router(state.clone()))
-        .merge(ops::router(state, crate::openapi::document_json))
+        .merge(ops::router(state, crate::openapi::document_json_for))
 }

@@ -10,7 +10,7 @@
 //! capacity) are otherwise lost.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -95,11 +95,13 @@ pub fn install_metrics_recorder() -> Option<&'static PrometheusHandle> {
 }
 
 /// The group's routes: `/metrics` behind [`Access::Admin`], the rest open.
-/// `document` renders the OpenAPI document: it is passed in because the
-/// document lists this module's handlers (`crate::openapi`), so this
-/// module must not reach back for it.
-pub fn router(state: AppState, document: fn() -> &'static str) -> Router {
+/// `document` renders the OpenAPI document for the server's configuration
+/// and tokens (once, here): it is passed in because the document lists
+/// this module's handlers (`crate::openapi`), so this module must not
+/// reach back for it.
+pub fn router(state: AppState, document: fn(&AppState) -> String) -> Router {
     install_metrics_recorder();
+    let document: Arc<str> = document(&state).into();
     let admin = Router::new()
         .route("/metrics", get(metrics_text))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -109,7 +111,7 @@ pub fn router(state: AppState, document: fn() -> &'static str) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/openapi.json", get(move || openapi_json(document)))
+        .route("/openapi.json", get(move || openapi_json(document.clone())))
         .merge(admin)
         .with_state(state)
 }
@@ -207,15 +209,16 @@ pub async fn readyz(
     }))
 }
 
-/// The OpenAPI 3.1 document of this API, generated from the handlers.
+/// The OpenAPI 3.1 document of this API, generated from the handlers and
+/// fitted to this server's configuration.
 #[utoipa::path(
     get,
     path = "/openapi.json",
     tag = "ops",
     responses((status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json"))
 )]
-pub async fn openapi_json(document: fn() -> &'static str) -> Response {
-    let mut resp = (StatusCode::OK, document()).into_response();
+pub async fn openapi_json(document: Arc<str>) -> Response {
+    let mut resp = (StatusCode::OK, document.to_string()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

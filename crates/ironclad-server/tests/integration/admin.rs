@@ -477,11 +477,11 @@ async fn dlq_list_show_retry_purge_on_a_running_engine() {
         server
             .post(path, json!({"sinkk": "bad"}))
             .await
-            .assert_error(400, "invalid_json");
+            .assert_error(400, "invalid_request");
         server
             .post(path, json!({"reason": "bogus"}))
             .await
-            .assert_error(400, "invalid_json");
+            .assert_error(400, "invalid_request");
         server
             .post(path, json!({"all": true, "sink": "bad"}))
             .await
@@ -753,14 +753,14 @@ async fn sinks_and_circuits() {
     server
         .post("/v1/admin/sinks/bad/circuit", json!({"action": "explode"}))
         .await
-        .assert_error(400, "invalid_json");
+        .assert_error(400, "invalid_request");
     server
         .post(
             "/v1/admin/sinks/bad/circuit",
             json!({"action": "close", "extra": 1}),
         )
         .await
-        .assert_error(400, "invalid_json");
+        .assert_error(400, "invalid_request");
     server
         .call(
             "POST",
@@ -778,7 +778,7 @@ async fn sinks_and_circuits() {
             Body::Raw("null"),
         )
         .await
-        .assert_error(400, "invalid_json");
+        .assert_error(400, "invalid_request");
     drop(server);
     env.close().await;
 }
@@ -945,14 +945,14 @@ async fn ledger_verify_and_leases() {
     server
         .post("/v1/admin/ledger/verify", json!({"streem": "ledger-a"}))
         .await
-        .assert_error(400, "invalid_json");
+        .assert_error(400, "invalid_request");
     server
         .post(
             "/v1/admin/ledger/verify",
             json!({"against": {"position": 1, "hash": "xyz"}}),
         )
         .await
-        .assert_error(400, "invalid_json");
+        .assert_error(400, "invalid_request");
 
     // Leases: single-node mode holds none, and says so.
     let leases = server.get("/v1/admin/leases").await;

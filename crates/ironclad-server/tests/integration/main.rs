@@ -14,6 +14,7 @@ mod consumers;
 mod head_errors;
 mod ingest;
 mod limits;
+mod openapi;
 mod origin;
 mod ready;
 mod subscribe;

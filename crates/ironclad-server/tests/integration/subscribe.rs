@@ -689,7 +689,7 @@ async fn poll_answers_at_once_with_data_and_waits_for_an_append() {
         .await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
-        (400, json!("invalid_json"))
+        (400, json!("invalid_request"))
     );
     let (status, _) = server.get("/v1/consumers/nobody").await;
     assert_eq!(status, 404);

@@ -1,6 +1,7 @@
 //! Admin request bodies: small JSON documents, decoded with the API's
 //! error codes (an oversized body is `body_too_large`, a malformed one
-//! `invalid_json` with its line and column).
+//! `invalid_json` with its line and column, one of the wrong shape
+//! `invalid_request`: see [`crate::handlers::json`]).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,9 +15,11 @@ pub const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
 
 /// Decodes a JSON body. An empty body is `T::default()` when `empty_ok`,
 /// otherwise `invalid_json`; an oversized one is `body_too_large`.
+/// `hint` says what to send; it ends every error message.
 pub(crate) fn json_body<T: DeserializeOwned + Default>(
     body: Result<Bytes, BytesRejection>,
     empty_ok: bool,
+    hint: &str,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -38,14 +41,8 @@ pub(crate) fn json_body<T: DeserializeOwned + Default>(
         }
         return Err(ApiError::new(
             ErrorCode::InvalidJson,
-            "this endpoint needs a JSON body",
+            format!("this endpoint needs a JSON body: {hint}"),
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidJson,
-            format!("the body is not the expected JSON: {e}"),
-        )
-        .with_details(serde_json::json!({ "line": e.line(), "column": e.column() }))
-    })
+    crate::handlers::json::decode_object(&bytes, hint)
 }

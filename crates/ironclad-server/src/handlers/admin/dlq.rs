@@ -38,6 +38,9 @@ pub const DLQ_PAGE_DEFAULT: usize = 50;
 /// `invalid_request` and `details.reason = "export_too_large"`.
 pub const DLQ_EXPORT_BYTES_MAX: usize = 256 * 1024 * 1024;
 
+/// What a retry or purge body looks like, for error messages.
+const SELECTOR_HINT: &str = "send {\"all\": true}, or filters: sink, reason, stream, failed_before_ms, or sink and position";
+
 /// Refuses empty and contradictory selectors.
 fn check_selector(sel: &DlqSelector) -> Result<(), ApiError> {
     let invalid = |m: &str| ApiError::new(ErrorCode::InvalidRequest, m);
@@ -359,7 +362,7 @@ pub async fn retry(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DlqRetryResponse>, ApiError> {
-    let sel: DlqSelector = json_body(body, false)?;
+    let sel: DlqSelector = json_body(body, false, SELECTOR_HINT)?;
     check_selector(&sel)?;
     let st = state.clone();
     let filter = blocking(move || selection_filter(&st, &sel)).await?;
@@ -408,7 +411,7 @@ pub async fn purge(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DlqPurgeResponse>, ApiError> {
-    let sel: DlqSelector = json_body(body, false)?;
+    let sel: DlqSelector = json_body(body, false, SELECTOR_HINT)?;
     check_selector(&sel)?;
     let data_dir = state.journal.config().data_dir.clone();
     let st = state.clone();

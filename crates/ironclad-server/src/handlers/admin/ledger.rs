@@ -41,7 +41,11 @@ pub async fn verify(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
-    let req: VerifyRequest = json_body(body, true)?;
+    let req: VerifyRequest = json_body(
+        body,
+        true,
+        "send {\"stream\": NAME}, {\"against\": {\"position\": N, \"hash\": HEX}} or nothing",
+    )?;
     let opts = VerifyOptions {
         stream: req.stream,
         against: req.against,

@@ -58,7 +58,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<SinksResponse>, 
     request_body = CircuitRequest,
     responses(
         (status = 200, description = "The circuit's state now", body = CircuitResponse),
-        (status = 400, description = "`invalid_json`: missing or unknown action", body = ErrorEnvelope),
+        (status = 400, description = "`invalid_json` (not JSON) or `invalid_request` (missing or unknown action)", body = ErrorEnvelope),
         (status = 401, description = "No or unknown token", body = ErrorEnvelope),
         (status = 403, description = "Not an admin token", body = ErrorEnvelope),
         (status = 404, description = "`not_found`: no engine, or no such sink", body = ErrorEnvelope),
@@ -73,13 +73,10 @@ pub async fn circuit(
 ) -> Result<Json<CircuitResponse>, ApiError> {
     let Path(sink) = path.map_err(bad_path)?;
     let engine = state.engine.clone().ok_or_else(no_engine)?;
-    let req: CircuitRequest =
-        json_body::<Option<CircuitRequest>>(body, false)?.ok_or_else(|| {
-            ApiError::new(
-                crate::error::ErrorCode::InvalidJson,
-                "the body must be {\"action\": \"force_open\"|\"close\"|\"reset\"|\"disable\"}",
-            )
-        })?;
+    let hint = "send {\"action\": \"force_open\"|\"close\"|\"reset\"|\"disable\"}";
+    // `null` is refused as not an object, so `None` is unreachable.
+    let req: CircuitRequest = json_body::<Option<CircuitRequest>>(body, false, hint)?
+        .ok_or_else(|| ApiError::new(crate::error::ErrorCode::InvalidRequest, hint))?;
     let state = engine
         .circuit(&sink, circuit_action(req.action))
         .await

@@ -165,12 +165,7 @@ pub async fn consumer_ack(
             format!("bad body: {}", e.body_text()),
         )
     })?;
-    let req: AckRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidJson,
-            format!("the body must be {{\"position\": N}}: {e}"),
-        )
-    })?;
+    let req: AckRequest = crate::handlers::json::decode_object(&body, "send {\"position\": N}")?;
     let head = *subs.app.journal.committed_head().borrow();
     if req.position > head {
         return Err(ApiError::new(

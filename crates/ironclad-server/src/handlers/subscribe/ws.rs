@@ -82,7 +82,9 @@ const EMPTY_READ_PAUSE: Duration = Duration::from_millis(10);
     params(SubscribeQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol: event frames follow"),
-        (status = 400, description = "Bad query, header, a named consumer's `from` beyond the committed head, or not a WebSocket request", body = crate::error::ErrorEnvelope),
+        (status = 400, description = "`invalid_request`: bad query, header, a named consumer's `from` beyond the committed head, or not a WebSocket request", body = crate::error::ErrorEnvelope),
+        (status = 401, description = "`unauthorized`: no or unknown token", body = crate::error::ErrorEnvelope),
+        (status = 403, description = "`forbidden`: not a consumer or admin token", body = crate::error::ErrorEnvelope),
         (status = 503, description = "Too many subscriptions", body = crate::error::ErrorEnvelope),
     ),
     security(("bearer" = []))
