@@ -163,8 +163,8 @@ fn event_schemas(schemas: &mut Value, settings: &DocSettings) {
             "entity".into(),
             json!({
                 "type": ["string", "null"], "minLength": 1, "maxLength": limits.entity_bytes_max,
-                "pattern": NO_NUL,
-                "description": format!("Entity key: 1 to {} bytes, no NUL.", limits.entity_bytes_max),
+                "pattern": NO_CONTROL,
+                "description": format!("Entity key: 1 to {} bytes, no control characters.", limits.entity_bytes_max),
             }),
         );
         props.insert(

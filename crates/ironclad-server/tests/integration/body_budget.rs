@@ -231,7 +231,7 @@ async fn bodies_beyond_the_inflight_budget_are_503_server_busy_and_the_budget_co
     // A chunked body (no Content-Length) reserves body_bytes_max.
     let mut chunked = TcpStream::connect(server.addr).await.expect("connect");
     chunked
-        .write_all(b"POST /v1/streams/busy/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+        .write_all(b"POST /v1/streams/busy/events HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
         .await
         .expect("write");
     let refused = read_answer(&mut chunked).await;
@@ -273,7 +273,7 @@ async fn a_content_length_over_the_limit_is_413_at_once_from_the_header_alone() 
     .await;
     let mut conn = TcpStream::connect(server.addr).await.expect("connect");
     let started = Instant::now();
-    conn.write_all(b"POST /v1/streams/s/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{\"ev")
+    conn.write_all(b"POST /v1/streams/s/events HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{\"ev")
         .await
         .expect("write");
     let answer = read_answer(&mut conn).await;
