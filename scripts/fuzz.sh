@@ -25,6 +25,8 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 build=(--fuzz-dir fuzz --sanitizer none)
 "$fuzz" build "${build[@]}"
+# The binaries are run directly, so that nothing is rebuilt between targets.
+host=$(rustc -vV | sed -n 's/^host: //p')
 log=$(mktemp "${TMPDIR:-/tmp}/ironclad-fuzz.XXXXXX")
 trap 'rm -f "$log"' EXIT
 failed=0
@@ -34,8 +36,8 @@ for t in "${targets[@]}"; do
   work="target/fuzz-corpus/$t"
   mkdir -p "$work" "fuzz/artifacts/$t"
   status=0
-  "$fuzz" run "${build[@]}" "$t" "$work" "fuzz/corpus/$t" -- \
-    -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=1024 \
+  "fuzz/target/$host/release/$t" "$work" "fuzz/corpus/$t" \
+    -artifact_prefix="fuzz/artifacts/$t/" -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=1024 \
     -print_final_stats=1 >"$log" 2>&1 || status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
@@ -43,8 +45,8 @@ for t in "${targets[@]}"; do
   findings=none
   if [ "$status" -ne 0 ]; then
     failed=1
-    findings="exit $status: $(grep -m1 -o 'Test unit written to .*' "$log" || tail -1 "$log")"
-    grep -m5 -B2 -A20 "panicked\|ERROR: libFuzzer" "$log" >&2 || tail -40 "$log" >&2
+    findings="exit $status: $(grep -a -m1 -o 'Test unit written to .*' "$log" || tail -1 "$log")"
+    grep -a -m5 -B2 -A20 "panicked\|ERROR: libFuzzer" "$log" >&2 || tail -40 "$log" >&2
   fi
   echo "| $t | ${runs:-?} | $seconds | ${rate:-?} | $corpus | $findings |"
 done

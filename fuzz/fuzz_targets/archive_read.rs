@@ -19,8 +19,15 @@ fn scratch() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let shm = PathBuf::from("/dev/shm");
-        let dir = if shm.is_dir() { shm } else { std::env::temp_dir() };
-        dir.join(format!("ironclad-fuzz-archive-{}.jsonl.gz", std::process::id()))
+        let dir = if shm.is_dir() {
+            shm
+        } else {
+            std::env::temp_dir()
+        };
+        dir.join(format!(
+            "ironclad-fuzz-archive-{}.jsonl.gz",
+            std::process::id()
+        ))
     })
 }
 
@@ -34,7 +41,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let file = if mode & 1 == 0 { rest.to_vec() } else { gzip(rest) };
+    let file = if mode & 1 == 0 {
+        rest.to_vec()
+    } else {
+        gzip(rest)
+    };
     let path = scratch();
     std::fs::write(path, file).expect("scratch file writable");
     let Ok(entries) = read_archive(path) else {

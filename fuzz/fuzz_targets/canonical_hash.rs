@@ -6,9 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use ironclad_core::hash::{
-    canonical_bytes, event_hash, global_hash, EventFields, HASH_VERSION,
-};
+use ironclad_core::hash::{canonical_bytes, event_hash, global_hash, EventFields, HASH_VERSION};
 use ironclad_core::model::{Hash, Op};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -70,12 +68,24 @@ fn decode(bytes: &[u8]) -> Option<Owned> {
     for _ in 0..r.u32()? {
         let (key, value) = (r.text()?, r.text()?);
         // Keys are sorted and distinct, so an encoding has one reading.
-        assert!(previous.as_ref().is_none_or(|p| p < &key), "metadata keys out of order");
+        assert!(
+            previous.as_ref().is_none_or(|p| p < &key),
+            "metadata keys out of order"
+        );
         previous = Some(key.clone());
         metadata.insert(key, value);
     }
     r.0.is_empty().then_some(Owned {
-        id, stream, version, position, created_at_us, event_type, op, entity, payload, metadata,
+        id,
+        stream,
+        version,
+        position,
+        created_at_us,
+        event_type,
+        op,
+        entity,
+        payload,
+        metadata,
     })
 }
 
@@ -108,14 +118,21 @@ fn check(u: &mut Unstructured<'_>) -> Result<()> {
     canonical_bytes(&fields, &mut a);
     canonical_bytes(&fields, &mut b);
     assert_eq!(a, b, "the encoding depends on the buffer's old contents");
-    assert_eq!(decode(&a).as_ref(), Some(&owned), "the encoding does not decode back");
+    assert_eq!(
+        decode(&a).as_ref(),
+        Some(&owned),
+        "the encoding does not decode back"
+    );
 
     let prev: Hash = u.arbitrary()?;
     let h1 = event_hash(HASH_VERSION, &prev, &fields, &mut a).expect("known version");
     let h2 = event_hash(HASH_VERSION, &prev, &fields, &mut b).expect("known version");
     assert_eq!(h1, h2);
     let g1 = global_hash(HASH_VERSION, &prev, owned.position, &h1).expect("known version");
-    assert_eq!(g1, global_hash(HASH_VERSION, &prev, owned.position, &h2).expect("known"));
+    assert_eq!(
+        g1,
+        global_hash(HASH_VERSION, &prev, owned.position, &h2).expect("known")
+    );
     let other: u32 = u.arbitrary()?;
     if other != HASH_VERSION {
         assert!(event_hash(other, &prev, &fields, &mut a).is_err());

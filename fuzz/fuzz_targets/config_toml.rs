@@ -36,7 +36,12 @@ const QUOTES: [(&str, &str); 6] = [
 ];
 
 /// Both loaders' answers for `text`, errors as their messages.
-fn load(text: &str) -> (std::result::Result<(), String>, std::result::Result<(), String>) {
+fn load(
+    text: &str,
+) -> (
+    std::result::Result<(), String>,
+    std::result::Result<(), String>,
+) {
     let server = ServerConfig::from_toml_str(text)
         .and_then(|c| c.check())
         .map_err(|e| e.to_string());
@@ -49,7 +54,11 @@ fn load(text: &str) -> (std::result::Result<(), String>, std::result::Result<(),
 fn check(u: &mut Unstructured<'_>) -> Result<()> {
     if u.arbitrary::<bool>()? {
         let text: &str = u.arbitrary()?;
-        assert_eq!(load(text), load(text), "the same text answered twice differently");
+        assert_eq!(
+            load(text),
+            load(text),
+            "the same text answered twice differently"
+        );
         return Ok(());
     }
     let template = *u.choose(&TEMPLATES)?;

@@ -60,7 +60,10 @@ fn check(u: &mut Unstructured<'_>) -> Result<()> {
         let Some(compact) = compact_json(&e.payload) else {
             continue;
         };
-        assert!(compact.len() < e.payload.len(), "compacting removed nothing");
+        assert!(
+            compact.len() < e.payload.len(),
+            "compacting removed nothing"
+        );
         assert_eq!(compact_json(&compact), None, "compact text is not compact");
         serde_json::from_str::<serde::de::IgnoredAny>(&compact).expect("compact text is JSON");
         // Numbers beyond f64 do not fit a `Value`; then both must fail.
