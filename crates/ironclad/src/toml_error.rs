@@ -27,7 +27,14 @@ pub fn describe(text: &str, e: &toml::de::Error) -> String {
         .and_then(|rest| rest.lines().next())
         .unwrap_or_default();
     let at = format!("line {line_no}, column {column}");
-    match assigned_key(line) {
+    // A line inside a multi-line string is part of a value, not a
+    // `key = value` line: whatever precedes a `=` there may be a secret.
+    let key = if in_multiline_string(before.get(..line_start).unwrap_or_default()) {
+        None
+    } else {
+        assigned_key(line)
+    };
+    match key {
         Some(key) if is_secret(key) => {
             format!("{at} (`{key}`): the value is not valid (not shown: it may be a secret)")
         }
@@ -43,6 +50,60 @@ fn assigned_key(line: &str) -> Option<&str> {
     let key = key.trim();
     let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"');
     (!key.is_empty() && key.chars().all(bare)).then_some(key)
+}
+
+/// Whether `text`, the document up to the start of a line, ends inside a
+/// multi-line string (`"""` or `'''`), so that the line continues a value.
+/// Follows TOML's quoting rules: comments, one-line strings and escapes.
+fn in_multiline_string(text: &str) -> bool {
+    #[derive(PartialEq)]
+    enum In {
+        Code,
+        Comment,
+        Basic,
+        Literal,
+        MultiBasic,
+        MultiLiteral,
+    }
+    let bytes = text.as_bytes();
+    let starts = |i: usize, q: &[u8]| bytes.get(i..i + q.len()) == Some(q);
+    let (mut state, mut i) = (In::Code, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (next, step) = match state {
+            In::Code if starts(i, b"\"\"\"") => (In::MultiBasic, 3),
+            In::Code if starts(i, b"'''") => (In::MultiLiteral, 3),
+            In::Code => match b {
+                b'"' => (In::Basic, 1),
+                b'\'' => (In::Literal, 1),
+                b'#' => (In::Comment, 1),
+                _ => (In::Code, 1),
+            },
+            In::Comment | In::Basic | In::Literal if b == b'\n' => (In::Code, 1),
+            In::Comment => (In::Comment, 1),
+            In::Basic | In::MultiBasic if b == b'\\' => (state, 2),
+            In::Basic if b == b'"' => (In::Code, 1),
+            In::Literal if b == b'\'' => (In::Code, 1),
+            In::Basic | In::Literal => (state, 1),
+            // A closing delimiter may follow up to two quotes of content.
+            In::MultiBasic if starts(i, b"\"\"\"") => (In::Code, closing(bytes, i, b'"')),
+            In::MultiLiteral if starts(i, b"'''") => (In::Code, closing(bytes, i, b'\'')),
+            In::MultiBasic | In::MultiLiteral => (state, 1),
+        };
+        state = next;
+        i += step;
+    }
+    matches!(state, In::MultiBasic | In::MultiLiteral)
+}
+
+/// Length of the run of `quote` at `i` (3 to 5 bytes) that closes a
+/// multi-line string.
+fn closing(bytes: &[u8], i: usize, quote: u8) -> usize {
+    bytes[i..]
+        .iter()
+        .take(5)
+        .take_while(|&&b| b == quote)
+        .count()
 }
 
 /// Whether a key's value may be a credential.
@@ -73,6 +134,32 @@ mod tests {
             assert!(shown.starts_with("line "), "{shown}");
             assert!(shown.contains("not shown"), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_broken_line_inside_a_multi_line_secret_is_not_taken_for_a_key() {
+        // Found by the config_toml fuzz target: the continuation line of a
+        // multi-line token looked like `key = value`, and the "key" shown
+        // was the secret itself.
+        let texts = [
+            "[server]\ntokens = [\n  { token = \"\"\"\ns3cr3t-abc=5\"\"\" x, role = \"admin\" },\n]\n",
+            "[server]\ntokens = [\n  { token = \'\'\'\ns3cr3t-abc=5\'\'\' x, role = \"admin\" },\n]\n",
+        ];
+        for text in texts {
+            let shown = error_of(text);
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.starts_with("line 4"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn multi_line_strings_are_told_apart_from_code() {
+        assert!(in_multiline_string("a = \"\"\"\nx\n"));
+        assert!(in_multiline_string("a = \'\'\'x\n"));
+        assert!(!in_multiline_string("a = \"\"\"x\"\"\"\"\"\n"));
+        assert!(!in_multiline_string("a = \"\\\"\"\"\"\" # \"\"\"\n"));
+        assert!(!in_multiline_string("a = \'\"\"\"\'\n"));
+        assert!(!in_multiline_string("a = \"\"\n"));
     }
 
     #[test]
