@@ -27,19 +27,23 @@ pub fn describe(text: &str, e: &toml::de::Error) -> String {
         .and_then(|rest| rest.lines().next())
         .unwrap_or_default();
     let at = format!("line {line_no}, column {column}");
-    // A line inside a multi-line string is part of a value, not a
-    // `key = value` line: whatever precedes a `=` there may be a secret.
-    let key = if in_multiline_string(before.get(..line_start).unwrap_or_default()) {
-        None
-    } else {
-        assigned_key(line)
-    };
+    // A line that continues a value (a multi-line string, array or inline
+    // table) is not a `key = value` line: whatever precedes a `=` there may
+    // be a secret, so it is never shown as a key name.
+    let (in_string, depth) = scan(before.get(..line_start).unwrap_or_default());
+    let key = if in_string { None } else { assigned_key(line) };
+    let message = e.message().trim_end();
     match key {
         Some(key) if is_secret(key) => {
-            format!("{at} (`{key}`): the value is not valid (not shown: it may be a secret)")
+            let named = if depth == 0 {
+                format!(" (`{key}`)")
+            } else {
+                String::new()
+            };
+            format!("{at}{named}: the value is not valid (not shown: it may be a secret)")
         }
-        Some(key) => format!("{at} (`{key}`): {}", e.message().trim_end()),
-        None => format!("{at}: {}", e.message().trim_end()),
+        Some(key) if depth == 0 => format!("{at} (`{key}`): {message}"),
+        _ => format!("{at}: {message}"),
     }
 }
 
@@ -52,10 +56,11 @@ fn assigned_key(line: &str) -> Option<&str> {
     (!key.is_empty() && key.chars().all(bare)).then_some(key)
 }
 
-/// Whether `text`, the document up to the start of a line, ends inside a
-/// multi-line string (`"""` or `'''`), so that the line continues a value.
-/// Follows TOML's quoting rules: comments, one-line strings and escapes.
-fn in_multiline_string(text: &str) -> bool {
+/// Where `text`, the document up to the start of a line, ends: inside a
+/// multi-line string (`"""` or `'''`) or not, and how many brackets and
+/// braces are open outside strings and comments (table headers close on
+/// their own line, so more than 0 means inside an array or inline table).
+fn scan(text: &str) -> (bool, usize) {
     #[derive(PartialEq)]
     enum In {
         Code,
@@ -67,13 +72,21 @@ fn in_multiline_string(text: &str) -> bool {
     }
     let bytes = text.as_bytes();
     let starts = |i: usize, q: &[u8]| bytes.get(i..i + q.len()) == Some(q);
-    let (mut state, mut i) = (In::Code, 0);
+    let (mut state, mut i, mut depth) = (In::Code, 0, 0usize);
     while i < bytes.len() {
         let b = bytes[i];
         let (next, step) = match state {
             In::Code if starts(i, b"\"\"\"") => (In::MultiBasic, 3),
             In::Code if starts(i, b"'''") => (In::MultiLiteral, 3),
             In::Code => match b {
+                b'[' | b'{' => {
+                    depth += 1;
+                    (In::Code, 1)
+                }
+                b']' | b'}' => {
+                    depth = depth.saturating_sub(1);
+                    (In::Code, 1)
+                }
                 b'"' => (In::Basic, 1),
                 b'\'' => (In::Literal, 1),
                 b'#' => (In::Comment, 1),
@@ -93,7 +106,7 @@ fn in_multiline_string(text: &str) -> bool {
         state = next;
         i += step;
     }
-    matches!(state, In::MultiBasic | In::MultiLiteral)
+    (matches!(state, In::MultiBasic | In::MultiLiteral), depth)
 }
 
 /// Length of the run of `quote` at `i` (3 to 5 bytes) that closes a
@@ -153,13 +166,24 @@ mod tests {
     }
 
     #[test]
-    fn multi_line_strings_are_told_apart_from_code() {
-        assert!(in_multiline_string("a = \"\"\"\nx\n"));
-        assert!(in_multiline_string("a = \'\'\'x\n"));
-        assert!(!in_multiline_string("a = \"\"\"x\"\"\"\"\"\n"));
-        assert!(!in_multiline_string("a = \"\\\"\"\"\"\" # \"\"\"\n"));
-        assert!(!in_multiline_string("a = \'\"\"\"\'\n"));
-        assert!(!in_multiline_string("a = \"\"\n"));
+    fn a_broken_line_inside_an_array_of_secrets_is_not_taken_for_a_key() {
+        // Found by the config_toml fuzz target: a bare secret with a `=` on
+        // its own line in `secrets = [` was shown as the key name.
+        let text = "[[delivery.sinks]]\nsecrets = [\n  s3cr3t-abc=sink=x\n]\n";
+        let shown = error_of(text);
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.starts_with("line 3"), "{shown}");
+    }
+
+    #[test]
+    fn multi_line_strings_and_open_brackets_are_told_apart_from_code() {
+        assert_eq!(scan("a = \"\"\"\nx\n"), (true, 0));
+        assert_eq!(scan("a = \'\'\'x\n"), (true, 0));
+        assert_eq!(scan("a = \"\"\"x\"\"\"\"\"\n"), (false, 0));
+        assert_eq!(scan("a = \"\\\"\"\"\"\" # \"\"\"\n"), (false, 0));
+        assert_eq!(scan("a = \'\"\"\"\'\n"), (false, 0));
+        assert_eq!(scan("[t]\na = [ \"]\", # ]\n"), (false, 1));
+        assert_eq!(scan("[[t]]\na = { b = [1] }\n"), (false, 0));
     }
 
     #[test]
